@@ -1,0 +1,96 @@
+"""Every default of mlsup, in one place.
+
+Each constant says what it bounds and why it has its value. Configuration (``mlsup.toml``) and
+keyword arguments override them; code never repeats these numbers.
+"""
+
+from __future__ import annotations
+
+# --- Runtime directory -------------------------------------------------------------------------
+
+#: Name of mlsup's directory under ``$XDG_RUNTIME_DIR``; else ``/tmp/mlsup-$UID`` is used.
+RUNTIME_DIR_NAME = "mlsup"
+#: Mode of the runtime directory: sockets and published URLs are private to the user.
+RUNTIME_DIR_MODE = 0o700
+
+# --- Wire format -------------------------------------------------------------------------------
+
+#: Version of the frame format; a peer speaking another version gets a ProtocolError.
+PROTOCOL_VERSION = 1
+#: Largest msgpack header accepted. Headers carry arguments and descriptors, never tensor bytes.
+MAX_HEADER_BYTES = 1 << 20
+#: Most buffer frames after the header (one per tensor travelling as a frame).
+MAX_FRAMES = 1024
+#: Most tensors one message may describe.
+MAX_TENSORS = 1024
+#: Largest single tensor accepted (bytes): 64 GiB, far above any model input, and below the point
+#: where a hostile shape could make ``prod(shape)`` overflow into something plausible.
+MAX_TENSOR_BYTES = 64 << 30
+#: Most dimensions of one tensor.
+MAX_TENSOR_NDIM = 32
+#: Deepest nesting of arguments (lists, maps) accepted in a header.
+MAX_ARG_DEPTH = 32
+
+# --- Shared memory -----------------------------------------------------------------------------
+
+#: Tensors of at least this many bytes travel through shared memory; smaller ones as frames.
+#: Chosen by ``mlsup bench ipc`` (frame vs shm crossover, see README): below 64 KiB a frame
+#: copy is cheaper than the bookkeeping of a pooled block.
+SHM_THRESHOLD_BYTES = 64 << 10
+#: Smallest shared-memory segment created; blocks are rounded up to a power of two above it.
+SHM_MIN_SEGMENT_BYTES = 1 << 20
+#: Free segments kept for reuse by one pool (bytes). Beyond it, released segments are unlinked.
+SHM_POOL_KEEP_BYTES = 1 << 30
+#: Most bytes one pool lends at once; past it, tensors travel as frames (a copy, never a failure).
+SHM_POOL_MAX_BYTES = 8 << 30
+#: Attached foreign segments cached by one receiver (mapped once, reused across requests).
+SHM_ATTACH_CACHE_SIZE = 64
+#: Alignment of tensors packed into one segment (a cache line; also fine for AVX-512 loads).
+SHM_ALIGNMENT = 64
+
+# --- Transport ---------------------------------------------------------------------------------
+
+#: Deadline of one request when the caller gives none (seconds). Model calls override it.
+REQUEST_TIMEOUT_S = 30.0
+#: How long close() waits to flush unsent messages (ms). 0: never block on a dead peer.
+SOCKET_LINGER_MS = 0
+#: Idle sockets kept per client for reuse by the next caller.
+CLIENT_IDLE_SOCKETS = 16
+#: Pending reply-block releases that trigger an explicit release message (else they ride on
+#: the next request).
+RELEASE_BATCH = 32
+#: How often a server checks whether the borrowers of its shm blocks are still alive (seconds).
+BORROWER_CHECK_INTERVAL_S = 5.0
+
+# --- Leases ------------------------------------------------------------------------------------
+
+#: Lifetime of a lease without renewal (seconds). A dead holder frees its VRAM after this.
+LEASE_TTL_S = 10.0
+#: Interval between renewals: a third of the TTL, so two renewals may fail before expiry.
+LEASE_RENEW_INTERVAL_S = LEASE_TTL_S / 3
+#: How long acquire() waits for capacity when the caller gives no timeout (seconds).
+LEASE_ACQUIRE_TIMEOUT_S = 30.0
+#: Grace period a preempted holder gets to yield before its lease is revoked (seconds).
+PREEMPT_GRACE_S = 10.0
+#: A queued waiter not seen for this long is dropped from the queue (seconds).
+WAITER_TTL_S = 5.0
+#: VRAM kept out of every real GPU's capacity for the driver, context and fragmentation (MB).
+GPU_RESERVE_MB = 512
+
+# --- Workers and supervisor --------------------------------------------------------------------
+
+#: Unload a model after this long without requests (seconds).
+IDLE_TIMEOUT_S = 300.0
+#: A load that shows no progress for this long is killed (seconds).
+LOAD_STALL_TIMEOUT_S = 300.0
+#: Interval of worker heartbeats to the supervisor (seconds).
+HEARTBEAT_INTERVAL_S = 1.0
+#: Time between SIGTERM and SIGKILL when stopping a worker (seconds).
+TERMINATE_GRACE_S = 5.0
+#: Restart backoff: first delay, factor, and cap (seconds).
+RESTART_BACKOFF_INITIAL_S = 0.5
+RESTART_BACKOFF_FACTOR = 2.0
+RESTART_BACKOFF_MAX_S = 30.0
+#: More than this many crashes within RESTART_WINDOW_S marks the model FAILED.
+RESTART_MAX_CRASHES = 5
+RESTART_WINDOW_S = 60.0

@@ -1,0 +1,1 @@
+"""The supervisor daemon: configuration, CLI, worker lifecycle, restart policy, control plane."""
