@@ -14,6 +14,7 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     from mlsup import __version__
     from mlsup.bench import cli as bench_cli
+    from mlsup.ipc import demo as ipc_demo
 
     parser = argparse.ArgumentParser(
         prog="mlsup",
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlsup {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     bench_cli.add_parser(subparsers)
+    ipc_demo.add_parser(subparsers)
     return parser
 
 

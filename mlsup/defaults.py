@@ -54,6 +54,8 @@ SHM_ALIGNMENT = 64
 REQUEST_TIMEOUT_S = 30.0
 #: How long close() waits to flush unsent messages (ms). 0: never block on a dead peer.
 SOCKET_LINGER_MS = 0
+#: How long closing a client may wait to deliver its last release message (ms).
+CLOSE_LINGER_MS = 100
 #: Idle sockets kept per client for reuse by the next caller.
 CLIENT_IDLE_SOCKETS = 16
 #: Pending reply-block releases that trigger an explicit release message (else they ride on

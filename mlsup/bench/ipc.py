@@ -1,0 +1,208 @@
+"""``mlsup bench ipc``: the bridge against raw pyzmq, and shared memory against memcpy and pickle.
+
+Every peer runs in its own process, as workers will. Rows:
+
+* round trip of a small message, hot and after 10 ms idle (p50, p99), vs raw REQ/REP;
+* transfer of 1, 16 and 256 MiB arrays to the peer (GB/s) through shared memory, vs an
+  in-process ``memcpy`` and vs pickle over ZeroMQ;
+* frame vs shared memory at small sizes, which sets ``SHM_THRESHOLD_BYTES``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from mlsup.bench.rows import Row, percentile
+from mlsup.ipc.client import Client
+
+__all__ = ["run"]
+
+SUITE = "ipc"
+MiB = 1 << 20
+
+
+@contextlib.contextmanager
+def _peer(mode: str, directory: Path) -> Iterator[str]:
+    endpoint = f"ipc://{directory}/{mode}.sock"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlsup.bench.ipc_peer", mode, endpoint],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"benchmark peer {mode} did not start")
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(5)
+
+
+def _latencies(call: Callable[[], object], count: int, idle: float = 0.0) -> list[float]:
+    samples = []
+    for _ in range(count):
+        if idle:
+            time.sleep(idle)
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def _best_rate(nbytes: int, call: Callable[[], object], repeat: int) -> float:
+    """Bytes per second of the median of repeat calls, after one warm-up call."""
+    call()
+    samples = _latencies(call, repeat)
+    return nbytes / percentile(samples, 50)
+
+
+def _pickle_call(sock: zmq.Socket[bytes], array: np.ndarray[Any, Any]) -> None:
+    sock.send(pickle.dumps(array, protocol=pickle.HIGHEST_PROTOCOL))
+    sock.recv()
+
+
+def _round_trip_rows(directory: Path, quick: bool) -> list[Row]:
+    hot, idle = (300, 20) if quick else (5000, 200)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    with _peer("rep", directory) as raw_endpoint, _peer("mlsup", directory) as our_endpoint:
+        raw = context.socket(zmq.REQ)
+        raw.connect(raw_endpoint)
+
+        def raw_call() -> None:
+            raw.send(b'{"i": 1}')
+            raw.recv()
+
+        with Client(our_endpoint, timeout=10) as client:
+
+            def our_call() -> None:
+                client.call("echo", {"i": 1})
+
+            results = {}
+            for label, pause, count in (("hot", 0.0, hot), ("after 10 ms idle", 0.010, idle)):
+                # Interleave the two in blocks so that machine noise hits both alike.
+                ours: list[float] = []
+                base: list[float] = []
+                for _ in range(4):
+                    base += _latencies(raw_call, count // 4, pause)
+                    ours += _latencies(our_call, count // 4, pause)
+                results[label] = (ours, base)
+        raw.close(linger=0)
+    rows = []
+    for label, (ours, base) in results.items():
+        for q in (50, 99):
+            value, baseline = percentile(ours, q) * 1e6, percentile(base, q) * 1e6
+            met = value <= 1.3 * baseline if q == 50 else None
+            rows.append(
+                Row(
+                    SUITE,
+                    f"round trip {label} p{q}",
+                    "us",
+                    value,
+                    "raw pyzmq REQ/REP",
+                    baseline,
+                    "<= 1.3x" if q == 50 else None,
+                    met,
+                )
+            )
+    return rows
+
+
+def _transfer_rows(directory: Path, quick: bool) -> list[Row]:
+    sizes = [1, 16] if quick else [1, 16, 256]
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    rows = []
+    with _peer("mlsup", directory) as our_endpoint, _peer("pickle", directory) as pickle_endpoint:
+        raw = context.socket(zmq.REQ)
+        raw.connect(pickle_endpoint)
+        with Client(our_endpoint, timeout=60) as client:
+            for mib in sizes:
+                nbytes = mib * MiB
+                repeat = 3 if quick or mib >= 256 else 10
+                source = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8)
+                target = np.empty_like(source)
+                memcpy = _best_rate(nbytes, partial(np.copyto, target, source), repeat)
+                ours = _best_rate(nbytes, partial(client.call, "touch", source), repeat)
+                pickled = partial(_pickle_call, raw, source)
+
+                pickle_rate = _best_rate(nbytes, pickled, repeat)
+                name = f"transfer {mib} MiB"
+                gb = 1e9
+                judged = mib >= 16
+                rows.append(
+                    Row(
+                        SUITE,
+                        f"{name} vs memcpy",
+                        "GB/s",
+                        ours / gb,
+                        "memcpy in-process",
+                        memcpy / gb,
+                        ">= 0.8x" if judged else None,
+                        ours >= 0.8 * memcpy if judged else None,
+                    )
+                )
+                rows.append(
+                    Row(
+                        SUITE,
+                        f"{name} vs pickle",
+                        "GB/s",
+                        ours / gb,
+                        "pickle over ZeroMQ",
+                        pickle_rate / gb,
+                        ">= 7x" if judged else None,
+                        ours >= 7 * pickle_rate if judged else None,
+                    )
+                )
+        raw.close(linger=0)
+    return rows
+
+
+def _threshold_rows(directory: Path, quick: bool) -> list[Row]:
+    sizes_kib = [16, 64, 256] if quick else [4, 16, 64, 256, 1024]
+    rows = []
+    with (
+        _peer("mlsup", directory) as endpoint,
+        Client(endpoint, timeout=10, threshold=1 << 62) as frames,
+        Client(endpoint, timeout=10, threshold=0) as shm,
+    ):
+        for kib in sizes_kib:
+            array = np.ones(kib * 1024, dtype=np.uint8)
+            count = 50 if quick else 400
+            by_frame = percentile(_latencies(partial(frames.call, "touch", array), count), 50)
+            by_shm = percentile(_latencies(partial(shm.call, "touch", array), count), 50)
+            rows.append(
+                Row(
+                    SUITE,
+                    f"{kib} KiB by shm (threshold choice)",
+                    "us",
+                    by_shm * 1e6,
+                    "by frame",
+                    by_frame * 1e6,
+                )
+            )
+    return rows
+
+
+def run(quick: bool = False) -> list[Row]:
+    """All IPC rows; ``quick`` uses fewer iterations and skips 256 MiB."""
+    with tempfile.TemporaryDirectory(prefix="mlsup-bench-") as tmp:
+        directory = Path(tmp)
+        os.chmod(directory, 0o700)
+        return [
+            *_round_trip_rows(directory, quick),
+            *_transfer_rows(directory, quick),
+            *_threshold_rows(directory, quick),
+        ]

@@ -1,0 +1,261 @@
+"""The serving side of the bridge: a ROUTER socket that dispatches requests to handlers.
+
+Requests are handled one at a time, in the serving thread, in arrival order: a worker runs one
+model, and most runtimes are not re-entrant. Nothing a peer sends can stop the server: every
+malformed, hostile or failing request gets an error reply (a :class:`ProtocolError` for bad
+frames) and the loop goes on.
+
+Reply tensors are lent to the caller in shared memory, but only to callers whose identity names
+their pid (our clients do), so that blocks lent to a process that died are taken back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import zmq
+
+from mlsup import defaults
+from mlsup.errors import MlsupError, ProtocolError, RemoteError
+from mlsup.ipc.endpoints import check_endpoint, ipc_path
+from mlsup.ipc.shm import AttachCache, ShmPool
+from mlsup.ipc.tensors import TensorCodec
+from mlsup.ipc.wire import Kind, Message, decode, peek_request_id
+
+__all__ = ["Handler", "Server"]
+
+#: A handler takes the request's arguments and returns the result (or, for a stream
+#: operation, an iterable of items).
+Handler = Callable[[Any], Any]
+
+_IDENTITY = re.compile(rb"mlsup:(\d{1,10}):[0-9a-f]{8}")
+
+
+@dataclass(frozen=True)
+class _Operation:
+    handler: Handler
+    stream: bool
+
+
+class Server:
+    """Serves registered operations on one endpoint.
+
+    Register handlers with :meth:`register` (or the :meth:`operation` decorator), then
+    :meth:`bind` and :meth:`serve` in the thread that should run them, or :meth:`start` a
+    thread; :meth:`stop` ends the loop from anywhere.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        pool: ShmPool | None = None,
+        threshold: int = defaults.SHM_THRESHOLD_BYTES,
+        borrower_check_interval: float = defaults.BORROWER_CHECK_INTERVAL_S,
+    ) -> None:
+        self.endpoint = check_endpoint(endpoint)
+        self._context = context or zmq.Context.instance()
+        self._own_pool = pool is None
+        self._codec = TensorCodec(
+            ShmPool() if pool is None else pool, AttachCache(), threshold=threshold
+        )
+        self._operations: dict[str, _Operation] = {}
+        self._loans: dict[str, tuple[bytes, int]] = {}  # block name -> (borrower, borrower pid)
+        self._borrower_check_interval = borrower_check_interval
+        self._socket: zmq.Socket[bytes] | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.requests_served = 0
+
+    # -- registration ---------------------------------------------------------------------------
+
+    def register(self, op: str, handler: Handler, *, stream: bool = False) -> None:
+        """Serve ``op`` with ``handler(args)``; ``stream=True`` if it yields several items."""
+        if not op or len(op) > 128:
+            raise ValueError(f"invalid operation name {op!r}")
+        self._operations[op] = _Operation(handler, stream)
+
+    def operation(self, op: str, *, stream: bool = False) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`register`."""
+
+        def decorate(handler: Handler) -> Handler:
+            self.register(op, handler, stream=stream)
+            return handler
+
+        return decorate
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Bind the endpoint (an ipc socket file is made private to this user)."""
+        sock = self._context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, defaults.SOCKET_LINGER_MS)
+        try:
+            sock.bind(self.endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise MlsupError(
+                f"cannot listen on {self.endpoint}: {exc}", endpoint=self.endpoint
+            ) from exc
+        path = ipc_path(self.endpoint)
+        if path is not None:
+            path.chmod(0o600)
+        self._socket = sock
+
+    def start(self) -> threading.Thread:
+        """Bind if needed and serve in a daemon thread; returns the thread."""
+        if self._socket is None:
+            self.bind()
+        thread = threading.Thread(
+            target=self.serve, name=f"mlsup-server {self.endpoint}", daemon=True
+        )
+        self._thread = thread
+        thread.start()
+        return thread
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """End :meth:`serve` (from any thread) and wait for a started thread."""
+        self._stopping.set()
+        if self._socket is not None:
+            # Wake a serve() blocked in recv: any message will do, the flag is checked first.
+            poke = self._context.socket(zmq.DEALER)
+            try:
+                poke.connect(self.endpoint)
+                poke.send(b"", zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the receive timeout ends the loop all the same
+            finally:
+                poke.close(linger=100)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def close(self) -> None:
+        """Stop, close the sockets, remove the socket file and unlink our segments."""
+        self.stop()
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        path = ipc_path(self.endpoint)
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        if self._own_pool and self._codec.pool is not None:
+            self._codec.pool.close()
+        self._codec.cache.clear()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Serve until :meth:`stop`. Handlers run in this thread, one request at a time."""
+        if self._socket is None:
+            self.bind()
+        sock = self._socket
+        assert sock is not None
+        # A blocking receive with a timeout is the cheapest wait ZeroMQ offers (a poller costs
+        # microseconds a message); stop() wakes it with a message of its own.
+        sock.setsockopt(zmq.RCVTIMEO, int(self._borrower_check_interval * 1000))
+        next_check = time.monotonic() + self._borrower_check_interval
+        while not self._stopping.is_set():
+            try:
+                identity = sock.recv()
+                frames: list[Any] = [sock.recv()]
+                while sock.getsockopt(zmq.RCVMORE):
+                    frames.append(sock.recv(copy=False).buffer)
+            except zmq.Again:
+                frames = []
+            if self._stopping.is_set():
+                break
+            if frames:
+                self._handle(sock, identity, frames)
+            if self._loans and time.monotonic() >= next_check:
+                self._reclaim_dead_borrowers()
+                next_check = time.monotonic() + self._borrower_check_interval
+
+    def _handle(self, sock: zmq.Socket[bytes], identity: bytes, body: list[Any]) -> None:
+        try:
+            message = decode(body)
+        except ProtocolError as exc:
+            rid = peek_request_id(body[0]) if body else 0
+            self._send(sock, identity, Message(Kind.ERROR, rid, error=exc.to_wire()))
+            return
+        for name in message.releases:
+            self._take_back(identity, name)
+        if message.kind is Kind.RELEASE:
+            return
+        if message.kind is not Kind.REQUEST:
+            error = ProtocolError(f"expected a request, got {message.kind.name}")
+            self._send(sock, identity, Message(Kind.ERROR, message.id, error=error.to_wire()))
+            return
+        self.requests_served += 1
+        operation = self._operations.get(message.op)
+        try:
+            if operation is None:
+                offered = ", ".join(sorted(self._operations)) or "none"
+                raise ProtocolError(
+                    f"unknown operation {message.op!r}; offered: {offered}", op=message.op
+                )
+            args = self._codec.decode_args(message)
+            result = operation.handler(args)
+            if operation.stream:
+                for item in result:
+                    self._send(sock, identity, Message(Kind.ITEM, message.id, args=item))
+                result = None
+            self._send(sock, identity, Message(Kind.REPLY, message.id, args=result))
+        except MlsupError as exc:
+            self._send(sock, identity, Message(Kind.ERROR, message.id, error=exc.to_wire()))
+        except Exception as exc:  # noqa: BLE001 - a handler's failure is the caller's answer
+            failure = RemoteError(
+                f"{type(exc).__name__}: {exc}", remote_type=type(exc).__name__, op=message.op
+            )
+            self._send(sock, identity, Message(Kind.ERROR, message.id, error=failure.to_wire()))
+
+    def _send(self, sock: zmq.Socket[bytes], identity: bytes, message: Message) -> None:
+        borrower = _IDENTITY.fullmatch(identity)
+        try:
+            frames, lent = self._codec.encode(message, use_shm=borrower is not None)
+        except ProtocolError as exc:  # the result cannot travel: tell the caller why
+            frames, lent = self._codec.encode(Message(Kind.ERROR, message.id, error=exc.to_wire()))
+        if borrower is not None:
+            pid = int(borrower.group(1))
+            for name in lent:
+                self._loans[name] = (identity, pid)
+        sock.send_multipart([identity, *frames], copy=len(frames) == 1)
+
+    def _take_back(self, identity: bytes, name: str) -> None:
+        loan = self._loans.get(name)
+        if loan is None or loan[0] != identity:
+            return  # not lent, or lent to someone else: a peer cannot free others' blocks
+        del self._loans[name]
+        assert self._codec.pool is not None
+        self._codec.pool.give_back(name)
+
+    def _reclaim_dead_borrowers(self) -> None:
+        pids = {pid for _, pid in self._loans.values()}
+        dead = {pid for pid in pids if not psutil.pid_exists(pid)}
+        if not dead:
+            return
+        for name, (identity, pid) in list(self._loans.items()):
+            if pid in dead:
+                self._take_back(identity, name)
+
+    @property
+    def lent_blocks(self) -> int:
+        """Shared-memory blocks currently lent to callers."""
+        return len(self._loans)
+
+    def operations(self) -> Iterable[str]:
+        return self._operations.keys()

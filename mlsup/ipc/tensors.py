@@ -1,0 +1,168 @@
+"""Tensors in and out of messages: numpy arrays and torch CPU tensors, by frame or shared memory.
+
+Sending: an array of at least ``threshold`` bytes is copied once into a block lent by the
+sender's :class:`~mlsup.ipc.shm.ShmPool`; smaller ones travel as frames (zero-copy from the
+array's memory). Receiving: a shared-memory tensor becomes a zero-copy view of the sender's
+block. Who may reuse a block when:
+
+* request tensors (caller → server) are valid until the server replies; the caller then takes
+  its blocks back. A handler that keeps an input beyond its call must copy it.
+* reply tensors (server → caller) belong to the caller until every view of them is gone; a
+  finalizer then queues the block's name, and the caller gives it back with its next message.
+
+CUDA tensors travel through host shared memory (``.cpu()``) for now.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from mlsup import defaults
+from mlsup.ipc.shm import AttachCache, ShmPool
+from mlsup.ipc.wire import DTYPES, Message, Place, Placed, TensorDescriptor, TensorRef, encode
+
+__all__ = ["TensorCodec"]
+
+_NUMPY_DTYPES = {name: np.dtype(name) for name in DTYPES if name != "bfloat16"}
+_NUMPY_DTYPES["bfloat16"] = np.dtype("uint16")  # bfloat16 bytes, viewed back by torch
+
+
+def _is_torch_tensor(obj: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+def _as_array(obj: Any) -> tuple[np.ndarray[Any, Any], str, bool]:
+    """(contiguous array, wire dtype name, is torch) for a numpy array or torch tensor."""
+    if isinstance(obj, np.ndarray):
+        # Not np.ascontiguousarray: it turns 0-d arrays into 1-d ones.
+        array = obj if obj.flags.c_contiguous else obj.copy(order="C")
+        name = array.dtype.name
+        if name not in _NUMPY_DTYPES or name == "bfloat16" or not array.dtype.isnative:
+            raise TypeError(f"arrays of dtype {array.dtype} cannot travel")
+        return array, name, False
+    if _is_torch_tensor(obj):
+        import torch
+
+        tensor = obj.detach()
+        if tensor.device.type != "cpu":
+            tensor = tensor.cpu()
+        tensor = tensor.contiguous()
+        if tensor.dtype == torch.bfloat16:
+            return tensor.view(torch.int16).numpy().view(np.uint16), "bfloat16", True
+        array = tensor.numpy()
+        if array.dtype.name not in _NUMPY_DTYPES:
+            raise TypeError(f"tensors of dtype {tensor.dtype} cannot travel")
+        return array, array.dtype.name, True
+    raise TypeError(f"cannot send an object of type {type(obj).__name__}")
+
+
+class TensorCodec:
+    """Encodes messages with tensors into frames and decodes them into arrays.
+
+    ``pool`` lends the blocks this side sends (None: everything travels as frames);
+    ``cache`` maps the blocks the other side sends.
+    """
+
+    def __init__(
+        self,
+        pool: ShmPool | None,
+        cache: AttachCache | None = None,
+        *,
+        threshold: int = defaults.SHM_THRESHOLD_BYTES,
+    ) -> None:
+        self.pool = pool
+        self.cache = cache if cache is not None else AttachCache()
+        self.threshold = threshold
+
+    def encode(self, message: Message, *, use_shm: bool = True) -> tuple[list[Any], list[str]]:
+        """Frames for message, and the names of the blocks it lent (to take back later)."""
+
+        lent: list[str] = []
+        pool = self.pool if use_shm else None
+
+        def place(obj: Any, frame: int) -> Any:
+            if isinstance(obj, np.generic):
+                return obj.item()
+            array, dtype, torch = _as_array(obj)
+            nbytes = array.nbytes
+            shape = tuple(array.shape)
+            if pool is not None and nbytes >= self.threshold:
+                segment = pool.lend(nbytes)
+                if segment is not None:
+                    lent.append(segment.name)
+                    target = np.ndarray(shape, dtype=array.dtype, buffer=segment.buffer)
+                    np.copyto(target, array, casting="no")
+                    descriptor = TensorDescriptor(
+                        dtype, shape, Place.SHM, nbytes, segment=segment.name, torch=torch
+                    )
+                    return Placed(descriptor)
+            descriptor = TensorDescriptor(
+                dtype, shape, Place.FRAME, nbytes, frame=frame, torch=torch
+            )
+            return Placed(descriptor, array.reshape(-1).view(np.uint8).data if nbytes else b"")
+
+        try:
+            return encode(message, place), lent
+        except BaseException:
+            if self.pool is not None:
+                for name in lent:
+                    self.pool.give_back(name)
+            raise
+
+    def decode_args(
+        self, message: Message, on_collected: Callable[[str], None] | None = None
+    ) -> Any:
+        """message.args with every tensor reference replaced by its array.
+
+        With ``on_collected``, shared-memory tensors are borrowed: ``on_collected(name)`` runs
+        once the last view of a block is garbage. Raises ProtocolError for a block that is
+        missing, foreign or out of bounds.
+        """
+        if not message.tensors:
+            return message.args
+        arrays = [self._materialize(message, d, on_collected) for d in message.tensors]
+        return _substitute(message.args, arrays)
+
+    def _materialize(
+        self,
+        message: Message,
+        descriptor: TensorDescriptor,
+        on_collected: Callable[[str], None] | None,
+    ) -> Any:
+        dtype = _NUMPY_DTYPES[descriptor.dtype]
+        if descriptor.place is Place.FRAME:
+            raw = np.frombuffer(message.buffers[descriptor.frame], dtype=np.uint8)
+            if descriptor.torch:
+                raw = raw.copy()  # torch wants writable memory; frames are small
+        else:
+            view = self.cache.view(descriptor.segment, descriptor.offset, descriptor.nbytes)
+            raw = np.frombuffer(view, dtype=np.uint8)
+            if on_collected is not None:
+                # Derived views keep ``raw`` alive (numpy stops collapsing bases at the
+                # memoryview), so this runs only when the caller holds no view at all.
+                weakref.finalize(raw, on_collected, descriptor.segment)
+        array = raw.view(dtype).reshape(descriptor.shape)
+        if not descriptor.torch:
+            return array
+        import torch
+
+        tensor = torch.from_numpy(array)
+        if descriptor.dtype == "bfloat16":
+            tensor = tensor.view(torch.bfloat16)
+        return tensor
+
+
+def _substitute(value: Any, arrays: list[Any]) -> Any:
+    if isinstance(value, TensorRef):
+        return arrays[value.index]
+    if isinstance(value, dict):
+        return {key: _substitute(item, arrays) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_substitute(item, arrays) for item in value]
+    return value

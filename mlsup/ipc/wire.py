@@ -1,0 +1,435 @@
+"""The wire format: multipart frames ``[header, buffer, buffer, ...]``. Pure: no sockets, no I/O.
+
+The header is one msgpack map::
+
+    {"v": 1,                      protocol version
+     "k": 1,                      Kind: request, reply, error, item (of a stream), release
+     "id": 42,                    request id, echoed by every answer to that request
+     "op": "embed",               operation (requests only)
+     "a": <args>,                 any msgpack data; tensors appear as Ext(TENSOR_EXT, index)
+     "t": [<descriptor>, ...],    one per tensor: dtype, shape, place, frame|segment+offset, nbytes
+     "r": ["mlsup-..."],          shared-memory blocks the sender gives back (optional)
+     "e": {"type", "message", "context"}}   errors only
+
+Tensor bytes never travel inside the header: each is either a frame after the header
+(``place == "frame"``) or a block of a shared-memory segment (``place == "shm"``). Where the
+bytes go is decided by a *placer* handed to :func:`encode`; this module only checks and carries
+descriptors. Pickle never crosses a socket: the only extension type is the tensor reference.
+
+:func:`decode` validates everything a hostile peer could get wrong, within the limits of
+:mod:`mlsup.defaults`, and raises :class:`~mlsup.errors.ProtocolError` for anything else.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeAlias
+
+import msgpack
+
+from mlsup import defaults
+from mlsup.errors import ProtocolError
+
+__all__ = [
+    "DTYPES",
+    "SEGMENT_NAME",
+    "TENSOR_EXT",
+    "Kind",
+    "Message",
+    "Place",
+    "Placed",
+    "TensorDescriptor",
+    "TensorRef",
+    "decode",
+    "encode",
+    "peek_request_id",
+]
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
+
+#: msgpack extension code of a tensor reference (its data: the descriptor index, 4 bytes BE).
+TENSOR_EXT: Final = 1
+
+#: Names of shared-memory segments mlsup creates: ``mlsup-<pid>-<start time>-<random>``. A
+#: descriptor naming anything else (a path, ``..``, another program's segment) is rejected.
+SEGMENT_NAME: Final = re.compile(r"mlsup-(\d{1,10})-([0-9a-f]{1,16})-([0-9a-f]{16})")
+
+#: dtypes that may cross the wire, with their item sizes. Object, void and datetime dtypes
+#: never do: they can hide pointers or need pickle. ``bfloat16`` travels for torch tensors.
+DTYPES: Final[dict[str, int]] = {
+    "bool": 1,
+    "int8": 1,
+    "uint8": 1,
+    "int16": 2,
+    "uint16": 2,
+    "int32": 4,
+    "uint32": 4,
+    "int64": 8,
+    "uint64": 8,
+    "float16": 2,
+    "bfloat16": 2,
+    "float32": 4,
+    "float64": 8,
+    "complex64": 8,
+    "complex128": 16,
+}
+
+_HEADER_KEYS: Final = frozenset({"v", "k", "id", "op", "a", "t", "r", "e"})
+_MAX_REQUEST_ID: Final = (1 << 63) - 1
+_MAX_OP_LEN: Final = 128
+
+
+class Kind(enum.IntEnum):
+    """What a message is."""
+
+    REQUEST = 1  #: a call of ``op`` with ``args``
+    REPLY = 2  #: the result of a request (also ends a stream)
+    ERROR = 3  #: the request failed; ``error`` says why
+    ITEM = 4  #: one item of a streamed result; more follow, then a REPLY or ERROR
+    RELEASE = 5  #: one-way: gives back borrowed shared-memory blocks (names in ``releases``)
+
+
+_KINDS: Final = {int(kind): kind for kind in Kind}
+
+
+class Place(str, enum.Enum):
+    """Where a tensor's bytes travel."""
+
+    FRAME = "frame"  #: a frame after the header (small tensors)
+    SHM = "shm"  #: a block of a pooled POSIX shared-memory segment (large tensors)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorDescriptor:
+    """Where one tensor's bytes are and how to view them.
+
+    ``frame`` is the index among the buffer frames (place FRAME); ``segment`` and ``offset``
+    locate the bytes in shared memory (place SHM). ``torch`` asks the receiver for a torch
+    tensor rather than a numpy array.
+    """
+
+    dtype: str
+    shape: tuple[int, ...]
+    place: Place
+    nbytes: int
+    frame: int = -1
+    segment: str = ""
+    offset: int = 0
+    torch: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "place": self.place.value,
+            "nbytes": self.nbytes,
+        }
+        if self.place is Place.FRAME:
+            data["frame"] = self.frame
+        else:
+            data["segment"] = self.segment
+            data["offset"] = self.offset
+        if self.torch:
+            data["torch"] = True
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class TensorRef:
+    """Placeholder left in decoded arguments where a tensor goes (index into ``tensors``)."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """What a placer made of one tensor: its descriptor and, for place FRAME, its bytes."""
+
+    descriptor: TensorDescriptor
+    buffer: Buffer | None = None
+
+
+#: A placer turns one object msgpack cannot pack (a tensor) into a Placed, or into a plain
+#: stand-in value. ``frame`` is the index the next buffer frame will get. It raises TypeError
+#: for objects that cannot travel.
+Placer: TypeAlias = Callable[[Any, int], Any]
+
+
+@dataclass(slots=True)
+class Message:
+    """One decoded (or to-be-encoded) message.
+
+    After :func:`decode`, ``args`` holds :class:`TensorRef` placeholders where tensors were,
+    ``tensors`` their validated descriptors and ``buffers`` the frames after the header.
+    """
+
+    kind: Kind
+    id: int
+    op: str = ""
+    args: Any = None
+    error: dict[str, Any] | None = None
+    releases: list[str] = field(default_factory=list)
+    tensors: list[TensorDescriptor] = field(default_factory=list)
+    buffers: list[Buffer] = field(default_factory=list)
+
+
+def _refuse(obj: Any, frame: int) -> Placed:
+    raise TypeError(f"cannot send an object of type {type(obj).__name__}")
+
+
+def encode(message: Message, placer: Placer = _refuse) -> list[Buffer]:
+    """Frames for message: the msgpack header, then one frame per tensor placed as a frame.
+
+    ``placer`` is called for every object msgpack cannot encode itself (tensors). Raises
+    :class:`ProtocolError` if the arguments hold something that cannot travel.
+    """
+    buffers: list[Buffer] = list(message.buffers)
+    descriptors: list[dict[str, Any]] = []
+
+    def default(obj: Any) -> Any:
+        placed = placer(obj, len(buffers))
+        if not isinstance(placed, Placed):
+            return placed  # a plain stand-in (a numpy scalar's Python value, say)
+        if placed.buffer is not None:
+            buffers.append(placed.buffer)
+        descriptors.append(placed.descriptor.to_wire())
+        return msgpack.ExtType(TENSOR_EXT, (len(descriptors) - 1).to_bytes(4, "big"))
+
+    header: dict[str, Any] = {
+        "v": defaults.PROTOCOL_VERSION,
+        "k": int(message.kind),
+        "id": message.id,
+    }
+    if message.op:
+        header["op"] = message.op
+    if message.error is not None:
+        header["e"] = message.error
+    if message.releases:
+        header["r"] = message.releases
+    try:
+        if message.args is not None:
+            # "a" first: packing it fills ``descriptors`` through ``default``.
+            header["a"] = msgpack.packb(message.args, default=default, use_bin_type=True)
+        if descriptors:
+            header["t"] = descriptors
+        packed = msgpack.packb(header, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(
+            f"arguments of {message.op or message.kind.name} cannot travel: {exc}"
+        ) from exc
+    if len(packed) > defaults.MAX_HEADER_BYTES:
+        raise ProtocolError(
+            f"header of {len(packed)} bytes exceeds {defaults.MAX_HEADER_BYTES}; "
+            "send large data as numpy arrays, which travel outside the header"
+        )
+    return [packed, *buffers]
+
+
+def peek_request_id(header: Buffer) -> int:
+    """The request id of a header that failed to decode, or 0: used to address error replies."""
+    try:
+        data = msgpack.unpackb(header, raw=False, strict_map_key=False)
+    except Exception:  # noqa: BLE001 - any garbage: there is no id to find
+        return 0
+    rid = data.get("id") if isinstance(data, dict) else None
+    return rid if isinstance(rid, int) and 0 <= rid <= _MAX_REQUEST_ID else 0
+
+
+def decode(frames: Sequence[Buffer]) -> Message:
+    """Parse and validate frames into a :class:`Message`; :class:`ProtocolError` otherwise."""
+    if not frames:
+        raise ProtocolError("empty message")
+    if len(frames) - 1 > defaults.MAX_FRAMES:
+        raise ProtocolError(f"{len(frames) - 1} buffer frames exceed {defaults.MAX_FRAMES}")
+    header_bytes = frames[0]
+    if len(header_bytes) > defaults.MAX_HEADER_BYTES:
+        raise ProtocolError(
+            f"header of {len(header_bytes)} bytes exceeds {defaults.MAX_HEADER_BYTES}"
+        )
+    header = _unpack(header_bytes, "header")
+    if type(header) is not dict:
+        raise ProtocolError(f"header is a {type(header).__name__}, not a map")
+    if header.keys() - _HEADER_KEYS:
+        unknown = sorted(map(str, header.keys() - _HEADER_KEYS))
+        raise ProtocolError(f"unknown header fields {unknown}")
+    version = header.get("v")
+    if version != defaults.PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {version!r} is not {defaults.PROTOCOL_VERSION}; "
+            "upgrade mlsup on both sides"
+        )
+    kind = _KINDS.get(header.get("k"))  # type: ignore[arg-type]
+    if kind is None:
+        raise ProtocolError(f"unknown message kind {header.get('k')!r}")
+    rid = header.get("id")
+    if type(rid) is not int or not 0 <= rid <= _MAX_REQUEST_ID:
+        raise ProtocolError(f"request id {rid!r} is not an integer in [0, 2**63)")
+    op = header.get("op", "")
+    if type(op) is not str or len(op) > _MAX_OP_LEN:
+        raise ProtocolError("operation must be a string of at most 128 characters")
+    if kind is Kind.REQUEST and not op:
+        raise ProtocolError("request without an operation")
+    buffers = list(frames[1:])
+    tensors = _tensors(header, buffers) if "t" in header else []
+    releases = _releases(header) if "r" in header else []
+    error = header.get("e")
+    if kind is Kind.ERROR and type(error) is not dict:
+        raise ProtocolError("error message without an error map")
+    args = None
+    if "a" in header:
+        packed_args = header["a"]
+        if type(packed_args) is not bytes:
+            raise ProtocolError("arguments must be packed msgpack bytes")
+        args = _unpack(packed_args, "arguments", len(tensors))
+        if type(args) in (dict, list):
+            _check_depth(args, 0)
+    return Message(
+        kind=kind,
+        id=rid,
+        op=op,
+        args=args,
+        error=error if isinstance(error, dict) else None,
+        releases=releases,
+        tensors=tensors,
+        buffers=buffers,
+    )
+
+
+class _TensorRefs:
+    """msgpack ext hook: tensor references, checked against the number of descriptors."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __call__(self, code: int, payload: bytes) -> TensorRef:
+        if code != TENSOR_EXT or len(payload) != 4:
+            raise ProtocolError(f"unknown extension type {code}")
+        index = int.from_bytes(payload, "big")
+        if index >= self.count:
+            raise ProtocolError(f"tensor reference {index} but only {self.count} descriptors")
+        return TensorRef(index)
+
+
+_NO_TENSORS: Final = _TensorRefs(0)
+
+
+def _tensors(header: dict[str, Any], buffers: list[Buffer]) -> list[TensorDescriptor]:
+    raw_descriptors = _list(header, "t")
+    if len(raw_descriptors) > defaults.MAX_TENSORS:
+        raise ProtocolError(f"{len(raw_descriptors)} tensors exceed {defaults.MAX_TENSORS}")
+    tensors = [_descriptor(raw, i, len(buffers)) for i, raw in enumerate(raw_descriptors)]
+    for tensor in tensors:
+        if tensor.place is Place.FRAME and len(buffers[tensor.frame]) != tensor.nbytes:
+            raise ProtocolError(
+                f"frame {tensor.frame} holds {len(buffers[tensor.frame])} bytes, "
+                f"its descriptor says {tensor.nbytes}"
+            )
+    return tensors
+
+
+def _releases(header: dict[str, Any]) -> list[str]:
+    releases = _list(header, "r")
+    for name in releases:
+        if type(name) is not str or not SEGMENT_NAME.fullmatch(name):
+            raise ProtocolError(f"release of a foreign segment name {name!r}")
+    return releases
+
+
+def _unpack(data: Buffer, what: str, ntensors: int = 0) -> Any:
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_TensorRefs(ntensors) if ntensors else _NO_TENSORS,
+            use_list=True,
+        )
+    except ProtocolError as exc:
+        raise ProtocolError(f"{exc.message} in {what}") from None
+    except Exception as exc:  # msgpack raises several types for malformed input
+        raise ProtocolError(f"malformed {what}: {exc}") from exc
+
+
+def _list(header: dict[str, Any], key: str) -> list[Any]:
+    value = header.get(key, [])
+    if not isinstance(value, list):
+        raise ProtocolError(f"header field {key!r} must be a list")
+    return value
+
+
+def _check_depth(value: Any, depth: int) -> None:
+    if depth > defaults.MAX_ARG_DEPTH:
+        raise ProtocolError(f"arguments nested deeper than {defaults.MAX_ARG_DEPTH}")
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_depth(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_depth(item, depth + 1)
+
+
+_DESCRIPTOR_KEYS: Final = {
+    Place.FRAME: frozenset({"dtype", "shape", "place", "nbytes", "frame", "torch"}),
+    Place.SHM: frozenset({"dtype", "shape", "place", "nbytes", "segment", "offset", "torch"}),
+}
+
+
+def _int(raw: dict[str, Any], key: str, index: int) -> int:
+    value = raw.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProtocolError(f"tensor {index}: {key} must be a non-negative integer, not {value!r}")
+    return value
+
+
+def _descriptor(raw: Any, index: int, nbuffers: int) -> TensorDescriptor:
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"tensor {index}: descriptor is not a map")
+    try:
+        place = Place(raw.get("place"))
+    except ValueError:
+        raise ProtocolError(f"tensor {index}: unknown place {raw.get('place')!r}") from None
+    unknown = set(raw) - _DESCRIPTOR_KEYS[place]
+    if unknown:
+        raise ProtocolError(
+            f"tensor {index}: unknown descriptor fields {sorted(map(str, unknown))}"
+        )
+    dtype = raw.get("dtype")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ProtocolError(f"tensor {index}: dtype {dtype!r} is not allowed")
+    shape = raw.get("shape")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > defaults.MAX_TENSOR_NDIM
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise ProtocolError(f"tensor {index}: shape {shape!r} is not a list of sizes")
+    nbytes = _int(raw, "nbytes", index)
+    expected = math.prod(shape) * DTYPES[dtype]
+    if expected != nbytes:
+        raise ProtocolError(
+            f"tensor {index}: shape {shape} of {dtype} needs {expected} bytes, "
+            f"descriptor says {nbytes}"
+        )
+    if nbytes > defaults.MAX_TENSOR_BYTES:
+        raise ProtocolError(f"tensor {index}: {nbytes} bytes exceed {defaults.MAX_TENSOR_BYTES}")
+    torch = raw.get("torch", False)
+    if not isinstance(torch, bool):
+        raise ProtocolError(f"tensor {index}: torch flag must be a boolean")
+    if place is Place.FRAME:
+        frame = _int(raw, "frame", index)
+        if frame >= nbuffers:
+            raise ProtocolError(f"tensor {index}: frame {frame} but only {nbuffers} buffer frames")
+        return TensorDescriptor(dtype, tuple(shape), place, nbytes, frame=frame, torch=torch)
+    segment = raw.get("segment")
+    if not isinstance(segment, str) or not SEGMENT_NAME.fullmatch(segment):
+        raise ProtocolError(f"tensor {index}: foreign shared-memory segment name {segment!r}")
+    offset = _int(raw, "offset", index)
+    return TensorDescriptor(
+        dtype, tuple(shape), place, nbytes, segment=segment, offset=offset, torch=torch
+    )
