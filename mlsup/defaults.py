@@ -28,7 +28,7 @@ MAX_TENSORS = 1024
 MAX_TENSOR_BYTES = 64 << 30
 #: Most dimensions of one tensor.
 MAX_TENSOR_NDIM = 32
-#: Deepest nesting of arguments (lists, maps) accepted in a header.
+#: Deepest nesting of arguments around a tensor (msgpack itself stops at 1024 levels).
 MAX_ARG_DEPTH = 32
 
 # --- Shared memory -----------------------------------------------------------------------------

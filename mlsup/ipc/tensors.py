@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mlsup import defaults
+from mlsup.errors import ProtocolError
 from mlsup.ipc.shm import AttachCache, ShmPool
 from mlsup.ipc.wire import DTYPES, Message, Place, Placed, TensorDescriptor, TensorRef, encode
 
@@ -158,11 +159,13 @@ class TensorCodec:
         return tensor
 
 
-def _substitute(value: Any, arrays: list[Any]) -> Any:
+def _substitute(value: Any, arrays: list[Any], depth: int = 0) -> Any:
+    if depth > defaults.MAX_ARG_DEPTH:
+        raise ProtocolError(f"arguments with tensors nested deeper than {defaults.MAX_ARG_DEPTH}")
     if isinstance(value, TensorRef):
         return arrays[value.index]
     if isinstance(value, dict):
-        return {key: _substitute(item, arrays) for key, item in value.items()}
+        return {key: _substitute(item, arrays, depth + 1) for key, item in value.items()}
     if isinstance(value, list):
-        return [_substitute(item, arrays) for item in value]
+        return [_substitute(item, arrays, depth + 1) for item in value]
     return value

@@ -1,15 +1,19 @@
 """The wire format: multipart frames ``[header, buffer, buffer, ...]``. Pure: no sockets, no I/O.
 
-The header is one msgpack map::
+The header is one msgpack array of eight fields, in this order::
 
-    {"v": 1,                      protocol version
-     "k": 1,                      Kind: request, reply, error, item (of a stream), release
-     "id": 42,                    request id, echoed by every answer to that request
-     "op": "embed",               operation (requests only)
-     "a": <args>,                 any msgpack data; tensors appear as Ext(TENSOR_EXT, index)
-     "t": [<descriptor>, ...],    one per tensor: dtype, shape, place, frame|segment+offset, nbytes
-     "r": ["mlsup-..."],          shared-memory blocks the sender gives back (optional)
-     "e": {"type", "message", "context"}}   errors only
+    [1,                           protocol version
+     1,                           Kind: request, reply, error, item (of a stream), release
+     42,                          request id, echoed by every answer to that request
+     "embed",                     operation (requests only, else "")
+     ["mlsup-..."] | nil,         shared-memory blocks the sender gives back
+     {"type", "message", "context"} | nil,   the error (errors only)
+     [<descriptor>, ...] | nil,   one per tensor: dtype, shape, place, frame|segment+offset, nbytes
+     <args>]                      any msgpack data; tensors appear as Ext(TENSOR_EXT, index)
+
+An array rather than a map, and the arguments inline rather than packed apart, because the
+header is packed and parsed on every call: one ``packb`` and one ``unpackb`` per message is
+what keeps a round trip close to raw ZeroMQ (see ``mlsup bench ipc``).
 
 Tensor bytes never travel inside the header: each is either a frame after the header
 (``place == "frame"``) or a block of a shared-memory segment (``place == "shm"``). Where the
@@ -78,7 +82,7 @@ DTYPES: Final[dict[str, int]] = {
     "complex128": 16,
 }
 
-_HEADER_KEYS: Final = frozenset({"v", "k", "id", "op", "a", "t", "r", "e"})
+_HEADER_FIELDS: Final = 8
 _MAX_REQUEST_ID: Final = (1 << 63) - 1
 _MAX_OP_LEN: Final = 128
 
@@ -94,6 +98,7 @@ class Kind(enum.IntEnum):
 
 
 _KINDS: Final = {int(kind): kind for kind in Kind}
+_ARRAY_OF_EIGHT: Final = b"\x98"  # msgpack fixarray of 8
 
 
 class Place(str, enum.Enum):
@@ -199,34 +204,31 @@ def encode(message: Message, placer: Placer = _refuse) -> list[Buffer]:
         descriptors.append(placed.descriptor.to_wire())
         return msgpack.ExtType(TENSOR_EXT, (len(descriptors) - 1).to_bytes(4, "big"))
 
-    header: dict[str, Any] = {
-        "v": defaults.PROTOCOL_VERSION,
-        "k": int(message.kind),
-        "id": message.id,
-    }
-    if message.op:
-        header["op"] = message.op
-    if message.error is not None:
-        header["e"] = message.error
-    if message.releases:
-        header["r"] = message.releases
     try:
-        if message.args is not None:
-            # "a" first: packing it fills ``descriptors`` through ``default``.
-            header["a"] = msgpack.packb(message.args, default=default, use_bin_type=True)
-        if descriptors:
-            header["t"] = descriptors
-        packed = msgpack.packb(header, use_bin_type=True)
+        # The arguments first: packing them is what finds the tensors. msgpack concatenates,
+        # so the seven leading fields and the packed arguments join into one array.
+        args = msgpack.packb(message.args, default=default)
+        head = msgpack.packb(
+            (
+                defaults.PROTOCOL_VERSION,
+                message.kind.value,
+                message.id,
+                message.op,
+                message.releases or None,
+                message.error,
+                descriptors or None,
+            )
+        )
     except (TypeError, ValueError, OverflowError) as exc:
+        what = message.op or message.kind.name
+        raise ProtocolError(f"arguments of {what} cannot travel: {exc}") from exc
+    header = _ARRAY_OF_EIGHT + head[1:] + args
+    if len(header) > defaults.MAX_HEADER_BYTES:
         raise ProtocolError(
-            f"arguments of {message.op or message.kind.name} cannot travel: {exc}"
-        ) from exc
-    if len(packed) > defaults.MAX_HEADER_BYTES:
-        raise ProtocolError(
-            f"header of {len(packed)} bytes exceeds {defaults.MAX_HEADER_BYTES}; "
+            f"header of {len(header)} bytes exceeds {defaults.MAX_HEADER_BYTES}; "
             "send large data as numpy arrays, which travel outside the header"
         )
-    return [packed, *buffers]
+    return [header, *buffers]
 
 
 def peek_request_id(header: Buffer) -> int:
@@ -235,8 +237,8 @@ def peek_request_id(header: Buffer) -> int:
         data = msgpack.unpackb(header, raw=False, strict_map_key=False)
     except Exception:  # noqa: BLE001 - any garbage: there is no id to find
         return 0
-    rid = data.get("id") if isinstance(data, dict) else None
-    return rid if isinstance(rid, int) and 0 <= rid <= _MAX_REQUEST_ID else 0
+    rid = data[2] if isinstance(data, list) and len(data) > 2 else None
+    return rid if type(rid) is int and 0 <= rid <= _MAX_REQUEST_ID else 0
 
 
 def decode(frames: Sequence[Buffer]) -> Message:
@@ -250,77 +252,67 @@ def decode(frames: Sequence[Buffer]) -> Message:
         raise ProtocolError(
             f"header of {len(header_bytes)} bytes exceeds {defaults.MAX_HEADER_BYTES}"
         )
-    header = _unpack(header_bytes, "header")
-    if type(header) is not dict:
-        raise ProtocolError(f"header is a {type(header).__name__}, not a map")
-    if header.keys() - _HEADER_KEYS:
-        unknown = sorted(map(str, header.keys() - _HEADER_KEYS))
-        raise ProtocolError(f"unknown header fields {unknown}")
-    version = header.get("v")
+    refs = _TensorRefs()
+    try:
+        header = msgpack.unpackb(header_bytes, strict_map_key=True, ext_hook=refs)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises several types for malformed input
+        raise ProtocolError(f"malformed header: {exc}") from exc
+    if type(header) is not list or len(header) != _HEADER_FIELDS:
+        raise ProtocolError(f"header is not an array of {_HEADER_FIELDS} fields")
+    version, kind_value, rid, op, releases, error, raw_tensors, args = header
     if version != defaults.PROTOCOL_VERSION:
         raise ProtocolError(
             f"protocol version {version!r} is not {defaults.PROTOCOL_VERSION}; "
             "upgrade mlsup on both sides"
         )
-    kind = _KINDS.get(header.get("k"))  # type: ignore[arg-type]
+    kind = _KINDS.get(kind_value)
     if kind is None:
-        raise ProtocolError(f"unknown message kind {header.get('k')!r}")
-    rid = header.get("id")
+        raise ProtocolError(f"unknown message kind {kind_value!r}")
     if type(rid) is not int or not 0 <= rid <= _MAX_REQUEST_ID:
         raise ProtocolError(f"request id {rid!r} is not an integer in [0, 2**63)")
-    op = header.get("op", "")
     if type(op) is not str or len(op) > _MAX_OP_LEN:
         raise ProtocolError("operation must be a string of at most 128 characters")
     if kind is Kind.REQUEST and not op:
         raise ProtocolError("request without an operation")
-    buffers = list(frames[1:])
-    tensors = _tensors(header, buffers) if "t" in header else []
-    releases = _releases(header) if "r" in header else []
-    error = header.get("e")
     if kind is Kind.ERROR and type(error) is not dict:
         raise ProtocolError("error message without an error map")
-    args = None
-    if "a" in header:
-        packed_args = header["a"]
-        if type(packed_args) is not bytes:
-            raise ProtocolError("arguments must be packed msgpack bytes")
-        args = _unpack(packed_args, "arguments", len(tensors))
-        if type(args) in (dict, list):
-            _check_depth(args, 0)
+    buffers = list(frames[1:])
+    tensors = [] if raw_tensors is None else _tensors(raw_tensors, buffers)
+    if refs.highest >= len(tensors):
+        raise ProtocolError(f"tensor reference {refs.highest} but {len(tensors)} descriptors")
     return Message(
         kind=kind,
         id=rid,
         op=op,
         args=args,
-        error=error if isinstance(error, dict) else None,
-        releases=releases,
+        error=error if type(error) is dict else None,
+        releases=[] if releases is None else _releases(releases),
         tensors=tensors,
         buffers=buffers,
     )
 
 
 class _TensorRefs:
-    """msgpack ext hook: tensor references, checked against the number of descriptors."""
+    """msgpack ext hook: tensor references; remembers the highest index seen."""
 
-    __slots__ = ("count",)
+    __slots__ = ("highest",)
 
-    def __init__(self, count: int) -> None:
-        self.count = count
+    def __init__(self) -> None:
+        self.highest = -1
 
     def __call__(self, code: int, payload: bytes) -> TensorRef:
         if code != TENSOR_EXT or len(payload) != 4:
             raise ProtocolError(f"unknown extension type {code}")
         index = int.from_bytes(payload, "big")
-        if index >= self.count:
-            raise ProtocolError(f"tensor reference {index} but only {self.count} descriptors")
+        self.highest = max(self.highest, index)
         return TensorRef(index)
 
 
-_NO_TENSORS: Final = _TensorRefs(0)
-
-
-def _tensors(header: dict[str, Any], buffers: list[Buffer]) -> list[TensorDescriptor]:
-    raw_descriptors = _list(header, "t")
+def _tensors(raw_descriptors: Any, buffers: list[Buffer]) -> list[TensorDescriptor]:
+    if type(raw_descriptors) is not list:
+        raise ProtocolError("tensor descriptors must be a list")
     if len(raw_descriptors) > defaults.MAX_TENSORS:
         raise ProtocolError(f"{len(raw_descriptors)} tensors exceed {defaults.MAX_TENSORS}")
     tensors = [_descriptor(raw, i, len(buffers)) for i, raw in enumerate(raw_descriptors)]
@@ -333,45 +325,13 @@ def _tensors(header: dict[str, Any], buffers: list[Buffer]) -> list[TensorDescri
     return tensors
 
 
-def _releases(header: dict[str, Any]) -> list[str]:
-    releases = _list(header, "r")
+def _releases(releases: Any) -> list[str]:
+    if type(releases) is not list:
+        raise ProtocolError("releases must be a list")
     for name in releases:
         if type(name) is not str or not SEGMENT_NAME.fullmatch(name):
             raise ProtocolError(f"release of a foreign segment name {name!r}")
     return releases
-
-
-def _unpack(data: Buffer, what: str, ntensors: int = 0) -> Any:
-    try:
-        return msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            ext_hook=_TensorRefs(ntensors) if ntensors else _NO_TENSORS,
-            use_list=True,
-        )
-    except ProtocolError as exc:
-        raise ProtocolError(f"{exc.message} in {what}") from None
-    except Exception as exc:  # msgpack raises several types for malformed input
-        raise ProtocolError(f"malformed {what}: {exc}") from exc
-
-
-def _list(header: dict[str, Any], key: str) -> list[Any]:
-    value = header.get(key, [])
-    if not isinstance(value, list):
-        raise ProtocolError(f"header field {key!r} must be a list")
-    return value
-
-
-def _check_depth(value: Any, depth: int) -> None:
-    if depth > defaults.MAX_ARG_DEPTH:
-        raise ProtocolError(f"arguments nested deeper than {defaults.MAX_ARG_DEPTH}")
-    if isinstance(value, dict):
-        for item in value.values():
-            _check_depth(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _check_depth(item, depth + 1)
 
 
 _DESCRIPTOR_KEYS: Final = {

@@ -18,16 +18,13 @@ FRAME = np.arange(6, dtype=np.float32).tobytes()
 
 
 def header(**changes: object) -> bytes:
-    base = {
-        "v": 1,
-        "k": 1,
-        "id": 9,
-        "op": "echo",
-        "a": msgpack.packb(msgpack.ExtType(1, b"\0\0\0\0")),
+    fields = {
+        "v": 1, "k": 1, "id": 9, "op": "echo", "r": None, "e": None,
         "t": [{"dtype": "float32", "shape": [6], "place": "frame", "frame": 0, "nbytes": 24}],
-    }
-    base.update(changes)
-    return msgpack.packb(base)
+        "a": msgpack.ExtType(1, b"\0\0\0\0"),
+    }  # fmt: skip
+    fields.update(changes)
+    return msgpack.packb(list(fields.values()))
 
 
 def shm_descriptor(segment: str, offset: int = 0, nbytes: int = 24) -> list[dict[str, object]]:

@@ -122,65 +122,69 @@ def test_mutated_frames_decode_or_raise_protocol_error(data: st.DataObject) -> N
         pass
 
 
-def header_of(**changes: Any) -> dict[str, Any]:
-    header = msgpack.unpackb(valid_frames()[0])
-    header.update(changes)
+FIELDS = ["v", "k", "id", "op", "r", "e", "t", "a"]
+
+
+def header_of(**changes: Any) -> list[Any]:
+    """The valid header, as its eight fields, with some replaced by name."""
+    header = msgpack.unpackb(valid_frames()[0], ext_hook=msgpack.ExtType)
+    for name, value in changes.items():
+        header[FIELDS.index(name)] = value
     return header
 
 
 def descriptor(**changes: Any) -> dict[str, Any]:
-    return {**header_of()["t"][0], **changes}
+    return {**header_of()[6][0], **changes}
 
+
+def pack(header: list[Any]) -> bytes:
+    return msgpack.packb(header)
+
+
+DEEP: Any = []
+for _ in range(40):
+    DEEP = [DEEP]
 
 FRAME = np.arange(6, dtype=np.float32).tobytes()
 HOSTILE = {
     "empty message": [],
     "pickle payload": [pickle.dumps({"op": "embed"}), FRAME],
     "garbage": [b"\xc1\xff\x00garbage", FRAME],
-    "header is a list": [msgpack.packb([1, 2, 3])],
-    "version": [msgpack.packb(header_of(v=99)), FRAME],
-    "kind": [msgpack.packb(header_of(k=42)), FRAME],
-    "negative id": [msgpack.packb(header_of(id=-1)), FRAME],
-    "request without op": [msgpack.packb({**header_of(), "op": ""}), FRAME],
-    "unknown field": [msgpack.packb(header_of(x=1)), FRAME],
-    "wrong nbytes": [msgpack.packb(header_of(t=[descriptor(nbytes=20)])), FRAME],
-    "truncated frame": [msgpack.packb(header_of()), FRAME[:-3]],
-    "missing frame": [msgpack.packb(header_of())],
-    "frame index": [msgpack.packb(header_of(t=[descriptor(frame=5)])), FRAME],
-    "object dtype": [msgpack.packb(header_of(t=[descriptor(dtype="object")])), FRAME],
-    "big-endian dtype": [msgpack.packb(header_of(t=[descriptor(dtype=">f4")])), FRAME],
-    "shape overflow": [
-        msgpack.packb(header_of(t=[descriptor(shape=[2**62, 2**62], nbytes=2**60)])),
-        FRAME,
-    ],
-    "negative shape": [msgpack.packb(header_of(t=[descriptor(shape=[-6], nbytes=24)])), FRAME],
-    "too many dims": [msgpack.packb(header_of(t=[descriptor(shape=[1] * 40 + [6])])), FRAME],
+    "header is a map": [msgpack.packb({"v": 1, "k": 1}), FRAME],
+    "header too short": [pack(header_of()[:7]), FRAME],
+    "version": [pack(header_of(v=99)), FRAME],
+    "kind": [pack(header_of(k=42)), FRAME],
+    "negative id": [pack(header_of(id=-1)), FRAME],
+    "boolean id": [pack(header_of(id=True)), FRAME],
+    "request without op": [pack(header_of(op="")), FRAME],
+    "op not a string": [pack(header_of(op=3)), FRAME],
+    "wrong nbytes": [pack(header_of(t=[descriptor(nbytes=20)])), FRAME],
+    "truncated frame": [pack(header_of()), FRAME[:-3]],
+    "missing frame": [pack(header_of())],
+    "frame index": [pack(header_of(t=[descriptor(frame=5)])), FRAME],
+    "object dtype": [pack(header_of(t=[descriptor(dtype="object")])), FRAME],
+    "big-endian dtype": [pack(header_of(t=[descriptor(dtype=">f4")])), FRAME],
+    "shape overflow": [pack(header_of(t=[descriptor(shape=[2**62, 2**62], nbytes=2**60)])), FRAME],
+    "negative shape": [pack(header_of(t=[descriptor(shape=[-6], nbytes=24)])), FRAME],
+    "too many dims": [pack(header_of(t=[descriptor(shape=[1] * 40 + [6])])), FRAME],
+    "unknown descriptor field": [pack(header_of(t=[descriptor(code="x")])), FRAME],
     "foreign segment": [
-        msgpack.packb(header_of(t=[descriptor(place="shm", segment="PostgreSQL.1", offset=0)]))
+        pack(header_of(t=[descriptor(place="shm", segment="PostgreSQL.1", offset=0)]))
     ],
     "path segment": [
-        msgpack.packb(header_of(t=[descriptor(place="shm", segment="../../etc/passwd", offset=0)]))
+        pack(header_of(t=[descriptor(place="shm", segment="../../etc/passwd", offset=0)]))
     ],
     "slash segment": [
-        msgpack.packb(header_of(t=[descriptor(place="shm", segment="/mlsup-1-a-0", offset=0)]))
+        pack(header_of(t=[descriptor(place="shm", segment="/mlsup-1-a-0", offset=0)]))
     ],
-    "unknown place": [msgpack.packb(header_of(t=[descriptor(place="gpu")])), FRAME],
-    "ref without descriptor": [msgpack.packb(header_of(t=[])), FRAME],
-    "unknown ext": [msgpack.packb(header_of(a=msgpack.packb(msgpack.ExtType(9, b"x"))))],
-    "args not bytes": [msgpack.packb(header_of(a={"x": 1}))],
-    "foreign release": [msgpack.packb(header_of(r=["/etc/passwd"])), FRAME],
-    "error without map": [msgpack.packb({**header_of(), "k": int(Kind.ERROR), "e": "x"}), FRAME],
-    "deep args": [
-        msgpack.packb(
-            header_of(
-                a=msgpack.packb(
-                    _deep := [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
-                ),
-                t=[],
-            )
-        )
-    ],
-    "too many frames": [msgpack.packb(header_of())] + [b""] * (defaults.MAX_FRAMES + 1),
+    "unknown place": [pack(header_of(t=[descriptor(place="gpu")])), FRAME],
+    "descriptors not a list": [pack(header_of(t={"0": 1})), FRAME],
+    "ref without descriptor": [pack(header_of(t=None)), FRAME],
+    "unknown ext": [pack(header_of(a=msgpack.ExtType(9, b"x")))],
+    "foreign release": [pack(header_of(r=["/etc/passwd"])), FRAME],
+    "releases not a list": [pack(header_of(r="mlsup-1-1-0123456789abcdef")), FRAME],
+    "error without map": [pack(header_of(k=int(Kind.ERROR), e="x")), FRAME],
+    "too many frames": [pack(header_of()), *[b""] * (defaults.MAX_FRAMES + 1)],
     "huge header": [b"\x00" * (defaults.MAX_HEADER_BYTES + 1)],
 }
 
@@ -192,7 +196,7 @@ def test_hostile_frames_raise_protocol_error(case: str) -> None:
 
 
 def test_request_id_is_found_for_error_replies_when_possible() -> None:
-    assert peek_request_id(msgpack.packb(header_of(v=99))) == 7
+    assert peek_request_id(pack(header_of(v=99))) == 7
     assert peek_request_id(b"\xc1garbage") == 0
 
 
@@ -200,6 +204,15 @@ def test_arguments_keep_tensor_references_until_materialized() -> None:
     received = decode(valid_frames())
     assert received.args == {"x": TensorRef(0)}
     assert received.tensors[0].shape == (6,) and received.tensors[0].dtype == "float32"
+
+
+def test_tensors_nested_too_deep_are_refused_when_materialized() -> None:
+    nested = [msgpack.ExtType(1, b"\0\0\0\0")]
+    for _ in range(40):
+        nested = [nested]
+    message = decode([pack(header_of(a=nested)), FRAME])
+    with pytest.raises(ProtocolError, match="nested deeper"):
+        codec.decode_args(message)
 
 
 def test_unsendable_objects_are_a_protocol_error() -> None:
