@@ -30,8 +30,11 @@ local function grant()
     'epoch', epoch, 'token', token, 'gpu', gpu)
   redis.call('ZADD', gpu_key(gpu, 'leases'), now + ttl, id)
   redis.call('SET', P .. 'boss:heartbeat:' .. id, '1', 'PX', ttl)
-  local was_queued = redis.call('ZREM', qk, id) == 1
-  redis.call('DEL', P .. 'waiter:' .. id, P .. 'waiter:' .. id .. ':wake')
+  -- Skip the queue cleanup on the fast path (nobody waits): it is most of the script's cost.
+  local was_queued = #waiters > 0 and redis.call('ZREM', qk, id) == 1
+  if was_queued then
+    redis.call('DEL', P .. 'waiter:' .. id, P .. 'waiter:' .. id .. ':wake')
+  end
   if was_queued or purged or dropped then wake_head(waiters, id) end
   return {'granted', epoch, now, now + ttl}
 end
@@ -48,9 +51,11 @@ if mode == 'readmit' then
   return grant()
 end
 
-local score = redis.call('ZSCORE', qk, id)
+local score = #waiters > 0 and redis.call('ZSCORE', qk, id)
 if score then
   score = tonumber(score)
+elseif #waiters == 0 then
+  score = 0  -- nobody to be blocked by; the real score is drawn if we queue
 else
   score = (TOP_PRIORITY - prio) * STRIDE + tonumber(redis.call('GET', gpu_key(gpu, 'seq')) or '0') + 1
 end
