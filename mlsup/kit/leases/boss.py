@@ -224,17 +224,8 @@ class GPUBoss:
         self._check_request(vram_mb, model_id, gpu)
         if gpu is None:
             gpu = await self._choose_gpu(vram_mb, priority)
-        req = LeaseRequest(
-            id=secrets.token_hex(8),
-            token=secrets.token_hex(16),
-            gpu=gpu,
-            vram_mb=vram_mb,
-            priority=priority,
-            model_id=model_id,
-            owner=self.owner.label,
-            pid=self.owner.pid,
-            host=self.owner.host,
-            start=self.owner.start,
+        req = self.lease_request(
+            secrets.token_hex(8), secrets.token_hex(16), gpu, vram_mb, priority, model_id
         )
         deadline = time.monotonic() + timeout
         queued = False
@@ -281,6 +272,23 @@ class GPUBoss:
                 # Leave the queue whatever ended the wait (timeout, cancellation, error).
                 with contextlib.suppress(TransportError):
                     await asyncio.shield(self.store.leave(gpu, req.id))
+
+    def lease_request(
+        self, lease_id: str, token: str, gpu: int, vram_mb: int, priority: Priority, model_id: str
+    ) -> LeaseRequest:
+        """What admission records for a lease owned by this process."""
+        return LeaseRequest(
+            id=lease_id,
+            token=token,
+            gpu=gpu,
+            vram_mb=vram_mb,
+            priority=priority,
+            model_id=model_id,
+            owner=self.owner.label,
+            pid=self.owner.pid,
+            host=self.owner.host,
+            start=self.owner.start,
+        )
 
     def _granted(self, req: LeaseRequest, epoch: int) -> GPULease:
         lease = GPULease(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from mlsup.errors import LeaseLost, TransportError
 from mlsup.kit.leases.lease import GPULease
-from mlsup.kit.leases.results import AdmitOutcome, LeaseRequest, RenewOutcome
+from mlsup.kit.leases.results import AdmitOutcome, RenewOutcome
 
 if TYPE_CHECKING:
     from mlsup.kit.leases.boss import GPUBoss
@@ -32,6 +32,7 @@ class Renewer:
         self.boss = boss
         self.run_id = run_id
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         """Start the background task on the running loop."""
@@ -39,14 +40,19 @@ class Renewer:
 
     async def stop(self) -> None:
         """Stop the background task."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._stopping = True
+        task, self._task = self._task, None
+        # Cancel until done: a cancellation that lands inside a redis call can be turned into
+        # an ordinary error by the client library; the flag ends the loop in that case too.
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.1)
+        if task is not None and not task.cancelled():
+            with contextlib.suppress(BaseException):
+                task.result()
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.boss.timing.renew_interval)
             try:
                 await self.tick()
@@ -101,18 +107,8 @@ class Renewer:
 
     async def reregister(self, lease: GPULease) -> None:
         """Admit a held lease again after Redis lost it; lost if it no longer fits."""
-        owner = self.boss.owner
-        req = LeaseRequest(
-            id=lease.id,
-            token=lease.token,
-            gpu=lease.gpu,
-            vram_mb=lease.vram_mb,
-            priority=lease.priority,
-            model_id=lease.model_id,
-            owner=owner.label,
-            pid=owner.pid,
-            host=owner.host,
-            start=owner.start,
+        req = self.boss.lease_request(
+            lease.id, lease.token, lease.gpu, lease.vram_mb, lease.priority, lease.model_id
         )
         result = await self.boss.store.admit(req, readmit=True)
         if result.outcome is AdmitOutcome.NO_GPU:

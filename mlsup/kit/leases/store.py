@@ -6,6 +6,7 @@ waiter's wake list, or an INFO. Decisions live in the scripts (atomic) and in :m
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -59,6 +60,10 @@ class LeaseStore:
         try:
             return await call()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            if _being_cancelled():
+                # redis-py can turn a cancellation that lands mid-read into a connection
+                # error; translating it would swallow the cancellation (close() would hang).
+                raise asyncio.CancelledError from exc
             raise TransportError(
                 f"Redis did not answer {op}: {exc}; check that it runs at {self.url} "
                 "(MLSUP_REDIS_URL, or `mlsup start` for the embedded one)",
@@ -168,3 +173,9 @@ class LeaseStore:
         keys = [self.keys.capacity(i) for i in indices]
         values = await self._run("MGET", lambda: self._client.mget(keys))
         return {i: int(v) for i, v in zip(indices, values, strict=True) if v is not None}
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python >= 3.11
+    return bool(cancelling and cancelling())
