@@ -225,7 +225,12 @@ class GPUBoss:
         if gpu is None:
             gpu = await self._choose_gpu(vram_mb, priority)
         req = self.lease_request(
-            secrets.token_hex(8), secrets.token_hex(16), gpu, vram_mb, priority, model_id
+            secrets.token_hex(8),
+            secrets.token_hex(16),
+            gpu=gpu,
+            vram_mb=vram_mb,
+            priority=priority,
+            model_id=model_id,
         )
         deadline = time.monotonic() + timeout
         queued = False
@@ -274,7 +279,14 @@ class GPUBoss:
                     await asyncio.shield(self.store.leave(gpu, req.id))
 
     def lease_request(
-        self, lease_id: str, token: str, gpu: int, vram_mb: int, priority: Priority, model_id: str
+        self,
+        lease_id: str,
+        token: str,
+        *,
+        gpu: int,
+        vram_mb: int,
+        priority: Priority,
+        model_id: str,
     ) -> LeaseRequest:
         """What admission records for a lease owned by this process."""
         return LeaseRequest(

@@ -108,7 +108,12 @@ class Renewer:
     async def reregister(self, lease: GPULease) -> None:
         """Admit a held lease again after Redis lost it; lost if it no longer fits."""
         req = self.boss.lease_request(
-            lease.id, lease.token, lease.gpu, lease.vram_mb, lease.priority, lease.model_id
+            lease.id,
+            lease.token,
+            gpu=lease.gpu,
+            vram_mb=lease.vram_mb,
+            priority=lease.priority,
+            model_id=lease.model_id,
         )
         result = await self.boss.store.admit(req, readmit=True)
         if result.outcome is AdmitOutcome.NO_GPU:
