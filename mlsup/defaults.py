@@ -67,6 +67,9 @@ BORROWER_CHECK_INTERVAL_S = 5.0
 # --- Leases ------------------------------------------------------------------------------------
 
 #: Lifetime of a lease without renewal (seconds). A dead holder frees its VRAM after this.
+#: It is also the settle window after a Redis (re)start: until Redis has been up this long,
+#: only re-registrations of existing leases are admitted (holders renew, and so re-register,
+#: within LEASE_RENEW_INTERVAL_S), so a restart cannot over-commit a GPU.
 LEASE_TTL_S = 10.0
 #: Interval between renewals: a third of the TTL, so two renewals may fail before expiry.
 LEASE_RENEW_INTERVAL_S = LEASE_TTL_S / 3
@@ -76,6 +79,12 @@ LEASE_ACQUIRE_TIMEOUT_S = 30.0
 PREEMPT_GRACE_S = 10.0
 #: A queued waiter not seen for this long is dropped from the queue (seconds).
 WAITER_TTL_S = 5.0
+#: Lower-priority holders considered when choosing whom to preempt (the cheapest subset is
+#: searched exhaustively, 2**n subsets inside one Lua call: 12 keeps it near a millisecond).
+PREEMPT_MAX_CANDIDATES = 12
+#: How long the reason a lease was lost (expired, revoked, reaped) is kept (seconds), so that
+#: its holder gets LeaseLost rather than LeaseNotHeld when it next renews.
+LEASE_TOMBSTONE_S = 3600.0
 #: VRAM kept out of every real GPU's capacity for the driver, context and fragmentation (MB).
 GPU_RESERVE_MB = 512
 

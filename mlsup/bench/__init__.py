@@ -14,4 +14,5 @@ __all__ = ["SUITES", "Row", "machine_info"]
 #: Suite name -> module path. Modules are imported only when their suite runs.
 SUITES: dict[str, str] = {
     "ipc": "mlsup.bench.ipc",
+    "leases": "mlsup.bench.leases",
 }

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ipc_helpers import our_segments
+from .ipc_helpers import our_segments
 
 MLSUP = [sys.executable, "-m", "mlsup"]
 

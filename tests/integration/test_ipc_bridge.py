@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ipc_helpers import Peer, our_segments
 
 from mlsup.errors import ModelOOM, ProtocolError, RemoteError, RequestTimeout
 from mlsup.ipc.client import AsyncClient, Client
 from mlsup.ipc.endpoints import ipc_endpoint, ipc_path
+
+from .ipc_helpers import Peer, our_segments
 
 MiB = 1 << 20
 

@@ -8,11 +8,12 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from ipc_helpers import Peer
 
 from mlsup.errors import ProtocolError, error_from_wire
 from mlsup.ipc.client import Client
 from mlsup.ipc.wire import Kind, decode
+
+from .ipc_helpers import Peer
 
 FRAME = np.arange(6, dtype=np.float32).tobytes()
 

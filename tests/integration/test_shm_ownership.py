@@ -7,9 +7,9 @@ import signal
 import subprocess
 import sys
 
-from ipc_helpers import our_segments
-
 from mlsup.ipc.shm import sweep_orphans
+
+from .ipc_helpers import our_segments
 
 OWNER = """
 import os, sys

@@ -1,0 +1,169 @@
+"""``mlsup bench leases``: the cost of a VRAM lease, judged against Redis' own round trip.
+
+* acquire+release round trip vs a PING round trip on the same connection type, same run
+  (target: median within 2x, p99 below 0.5 ms);
+* throughput of 8 processes contending for one GPU that fits 2 leases at a time, vs one
+  uncontended process;
+* wake-up latency: from a release returning to the woken waiter holding the lease.
+
+Runs against ``$MLSUP_TEST_REDIS_URL``, else a local Redis on 6379, else an embedded one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+import redis.asyncio as aioredis
+
+from mlsup.bench.rows import Row, percentile
+from mlsup.kit.leases import GPUBoss, LeaseTiming
+from mlsup.testing.redis import TestRedis, test_redis
+
+__all__ = ["run"]
+
+SUITE = "leases"
+CONTENDERS = 8
+#: No settle window: the bench's Redis may have just been started, with no holders to wait for.
+TIMING = LeaseTiming(settle_s=0.0)
+DEVICES = [{"index": 0, "memory_mb": 1000}]
+
+
+async def _ping_ms(url: str, n: int) -> list[float]:
+    client = aioredis.Redis.from_url(url)
+    try:
+        await client.ping()
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            await client.ping()
+            samples.append((time.perf_counter() - start) * 1000)
+        return samples
+    finally:
+        await client.aclose()
+
+
+async def _acquire_release_ms(url: str, prefix: str, n: int) -> list[float]:
+    async with GPUBoss(url, prefix, DEVICES, timing=TIMING) as boss:
+        await boss.release(await boss.acquire(1, "warmup", gpu=0))
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            lease = await boss.acquire(100, "bench", gpu=0)
+            await boss.release(lease)
+            samples.append((time.perf_counter() - start) * 1000)
+        return samples
+
+
+async def _contend(url: str, prefix: str, cycles: int) -> None:
+    """One contender: ``cycles`` acquire+release of half the GPU (2 fit at once)."""
+    async with GPUBoss(url, prefix, DEVICES, timing=TIMING) as boss:
+        for _ in range(cycles):
+            lease = await boss.acquire(500, "contender", gpu=0, timeout=60)
+            await boss.release(lease)
+
+
+def _contention_per_s(url: str, prefix: str, cycles: int) -> float:
+    code = (
+        "import asyncio, sys; from mlsup.bench.leases import _contend; "
+        "sys.stdin.readline(); asyncio.run(_contend(sys.argv[1], sys.argv[2], int(sys.argv[3])))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url, prefix, str(cycles)], stdin=subprocess.PIPE
+        )
+        for _ in range(CONTENDERS)
+    ]
+    time.sleep(0.5)  # let the interpreters start, so that the clock measures leases
+    start = time.perf_counter()
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.close()
+    failed = [proc.wait() for proc in procs]
+    elapsed = time.perf_counter() - start
+    if any(failed):
+        raise RuntimeError(f"a contender failed: exit codes {failed}")
+    return CONTENDERS * cycles / elapsed
+
+
+async def _wake_ms(url: str, prefix: str, trials: int) -> list[float]:
+    async with (
+        GPUBoss(url, prefix, DEVICES, timing=TIMING) as holder,
+        GPUBoss(url, prefix, DEVICES, timing=TIMING) as waiter,
+    ):
+        samples = []
+        for _ in range(trials):
+            held = await holder.acquire(1000, "holder", gpu=0)
+            pending = asyncio.ensure_future(waiter.acquire(1000, "waiter", gpu=0, timeout=30))
+            while not (await waiter.snapshot())[0].waiting:
+                await asyncio.sleep(0.001)
+            start = time.perf_counter()
+            await holder.release(held)
+            lease = await pending
+            samples.append((time.perf_counter() - start) * 1000)
+            await waiter.release(lease)
+        return samples
+
+
+def _rows(server: TestRedis, quick: bool) -> list[Row]:
+    n, cycles, trials = (200, 25, 5) if quick else (5000, 250, 50)
+    prefix = f"mlsup-bench:{uuid.uuid4().hex[:12]}:"
+    try:
+        ping = asyncio.run(_ping_ms(server.url, n))
+        lease = asyncio.run(_acquire_release_ms(server.url, prefix, n))
+        single_per_s = 1000 / statistics.mean(lease)
+        contended = _contention_per_s(server.url, prefix, cycles)
+        wake = asyncio.run(_wake_ms(server.url, prefix, trials))
+    finally:
+        server.cleanup(prefix)
+    ping_median = statistics.median(ping)
+    lease_median = statistics.median(lease)
+    p99 = percentile(lease, 99)
+    return [
+        Row(SUITE, "ping round trip (median)", "ms", ping_median),
+        Row(
+            SUITE,
+            "acquire+release round trip (median)",
+            "ms",
+            lease_median,
+            baseline="redis PING",
+            baseline_value=ping_median,
+            target="<= 2x PING",
+            met=lease_median <= 2 * ping_median,
+        ),
+        Row(
+            SUITE,
+            "acquire+release round trip (p99)",
+            "ms",
+            p99,
+            target="< 0.5 ms",
+            met=p99 < 0.5,
+        ),
+        Row(
+            SUITE,
+            f"acquire+release under {CONTENDERS}-way contention",
+            "leases/s",
+            contended,
+            baseline="one process, uncontended",
+            baseline_value=single_per_s,
+        ),
+        Row(
+            SUITE,
+            "wake-up latency after release (median)",
+            "ms",
+            statistics.median(wake),
+            baseline="redis PING",
+            baseline_value=ping_median,
+        ),
+    ]
+
+
+def run(quick: bool) -> list[Row]:
+    """Run the suite; ``quick`` keeps it to a few seconds."""
+    with test_redis() as server:
+        return _rows(server, quick)

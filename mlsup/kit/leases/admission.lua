@@ -1,0 +1,106 @@
+-- Admit one request on one GPU, or queue it fairly and ask lower priorities to yield.
+-- ARGV: prefix, gpu, id, token, vram_mb, priority, model_id, owner, pid, host, start,
+--       ttl_ms, grace_ms, waiter_ttl_ms, tombstone_ms, max_candidates, mode ('new'|'readmit')
+-- Replies: {'nogpu'} | {'too_big', capacity} | {'granted', epoch, now, expiry}
+--        | {'queued', blocked, retry_ms, victims, settling, id1, pid1, start1, ...}
+--          (the trailing triples: this host's holders, for pid reaping by the caller)
+--        | {'nofit', free} (readmit only) | {'notheld'} (readmit of an id held by another token)
+local gpu, id, token = ARGV[2], ARGV[3], ARGV[4]
+local vram, prio = tonumber(ARGV[5]), tonumber(ARGV[6])
+local ttl, grace, waiter_ttl = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+local tomb, max_candidates, mode = tonumber(ARGV[15]), tonumber(ARGV[16]), ARGV[17]
+local now = now_ms()
+
+local capacity = redis.call('GET', gpu_key(gpu, 'capacity'))
+if not capacity then return {'nogpu'} end
+capacity = tonumber(capacity)
+if vram > capacity then return {'too_big', capacity} end
+
+local holders, purged, next_event = purge(gpu, now, tomb)
+local waiters, dropped = live_waiters(gpu, now)
+local used = 0
+for _, h in ipairs(holders) do used = used + h.vram end
+local lk = P .. 'lease:' .. id
+local qk = gpu_key(gpu, 'queue')
+
+local function grant()
+  local epoch = redis.call('INCR', gpu_key(gpu, 'epoch'))
+  redis.call('HSET', lk, 'vram_mb', vram, 'priority', prio, 'model_id', ARGV[7],
+    'owner', ARGV[8], 'pid', ARGV[9], 'host', ARGV[10], 'start', ARGV[11], 'created', now,
+    'epoch', epoch, 'token', token, 'gpu', gpu)
+  redis.call('ZADD', gpu_key(gpu, 'leases'), now + ttl, id)
+  redis.call('SET', P .. 'boss:heartbeat:' .. id, '1', 'PX', ttl)
+  -- Skip the queue cleanup on the fast path (nobody waits): it is most of the script's cost.
+  local was_queued = #waiters > 0 and redis.call('ZREM', qk, id) == 1
+  if was_queued then
+    redis.call('DEL', P .. 'waiter:' .. id, P .. 'waiter:' .. id .. ':wake')
+  end
+  if was_queued or purged or dropped then wake_head(waiters, id) end
+  return {'granted', epoch, now, now + ttl}
+end
+
+if mode == 'readmit' then
+  -- A holder re-registers after Redis lost its lease (restart): no queue, no settle window.
+  local held = redis.call('HGET', lk, 'token')
+  if held == token then
+    return {'granted', tonumber(redis.call('HGET', lk, 'epoch')), now,
+            tonumber(redis.call('ZSCORE', gpu_key(gpu, 'leases'), id) or now)}
+  end
+  if held then return {'notheld'} end
+  if used + vram > capacity then return {'nofit', capacity - used} end
+  return grant()
+end
+
+local score = #waiters > 0 and redis.call('ZSCORE', qk, id)
+if score then
+  score = tonumber(score)
+elseif #waiters == 0 then
+  score = 0  -- nobody to be blocked by; the real score is drawn if we queue
+else
+  score = (TOP_PRIORITY - prio) * STRIDE + tonumber(redis.call('GET', gpu_key(gpu, 'seq')) or '0') + 1
+end
+local blocked = false
+for _, w in ipairs(waiters) do
+  if w.id ~= id and w.score < score then blocked = true end
+end
+local settle_until = tonumber(redis.call('GET', gpu_key(gpu, 'settle_until')) or '0')
+local settling = now < settle_until
+
+if not blocked and not settling and used + vram <= capacity then return grant() end
+
+-- Queue (or stay queued) and refresh our liveness as a waiter.
+if redis.call('ZSCORE', qk, id) == false then
+  local seq = redis.call('INCR', gpu_key(gpu, 'seq'))
+  redis.call('ZADD', qk, (TOP_PRIORITY - prio) * STRIDE + seq, id)
+end
+redis.call('HSET', P .. 'waiter:' .. id, 'vram_mb', vram, 'priority', prio,
+  'expires', now + waiter_ttl)
+redis.call('PEXPIRE', P .. 'waiter:' .. id, waiter_ttl * 2)
+
+local victims = {}
+if settling then
+  next_event = earliest(next_event, settle_until)
+elseif not blocked then
+  victims = choose_victims(holders, used + vram - capacity, prio, max_candidates) or {}
+  for _, v in ipairs(victims) do
+    local deadline = now + grace
+    redis.call('HSET', P .. 'lease:' .. v.id, 'preempt_deadline', deadline)
+    redis.call('SET', P .. 'boss:preempt:' .. v.id, deadline .. '|' .. prio .. '|' .. id,
+      'PX', grace + ttl)
+    next_event = earliest(next_event, deadline)
+  end
+end
+if purged or dropped then wake_head(waiters, id) end
+
+local retry = -1
+if next_event then retry = next_event - now end
+local reply = {'queued', blocked and 1 or 0, retry, #victims, settling and 1 or 0}
+for _, h in ipairs(holders) do
+  local f = redis.call('HMGET', P .. 'lease:' .. h.id, 'host', 'pid', 'start')
+  if f[1] == ARGV[10] then
+    reply[#reply + 1] = h.id
+    reply[#reply + 1] = f[2]
+    reply[#reply + 1] = f[3]
+  end
+end
+return reply

@@ -1,0 +1,410 @@
+"""``GPUBoss``: VRAM leases for one process, on top of :class:`LeaseStore`.
+
+Bad input raises before anything is written to Redis: ``ValueError`` for a ``vram_mb`` that is
+not a positive integer (a programming error, like any bad argument value),
+:class:`CapacityExceeded` for a request larger than the GPU, :class:`DeviceError` for an
+unknown GPU, :class:`LeaseNotHeld` for a lease this token never held. A wait that runs out
+raises :class:`LeaseTimeout` after leaving the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import secrets
+import time
+from collections.abc import Generator, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from mlsup import defaults
+from mlsup.errors import CapacityExceeded, DeviceError, LeaseNotHeld, LeaseTimeout, TransportError
+from mlsup.kit.devices import Device, inventory
+from mlsup.kit.leases.lease import GPULease
+from mlsup.kit.leases.owner import OwnerIdentity, owner_alive
+from mlsup.kit.leases.policy import best_fit
+from mlsup.kit.leases.preemption import PreemptionManager
+from mlsup.kit.leases.priority import Priority
+from mlsup.kit.leases.renewal import Renewer
+from mlsup.kit.leases.results import AdmitOutcome, HolderIdentity, LeaseRequest, RenewOutcome
+from mlsup.kit.leases.snapshot import GpuSnapshot, gpu_snapshot
+from mlsup.kit.leases.store import LeaseStore
+from mlsup.kit.leases.timing import LeaseTiming
+from mlsup.kit.redis_url import resolve_redis_url
+
+__all__ = ["AcquireCall", "GPUBoss"]
+
+# Backoff while Redis is unreachable during a wait (it may be restarting).
+_TRANSPORT_RETRY_S = 0.1
+
+
+class AcquireCall:
+    """What :meth:`GPUBoss.acquire` returns: await it for the lease, or use it as an async
+    context manager that releases the lease on exit."""
+
+    def __init__(self, boss: GPUBoss, **request: Any) -> None:
+        self._boss = boss
+        self._request = request
+        self._lease: GPULease | None = None
+
+    def __await__(self) -> Generator[Any, None, GPULease]:
+        return self._boss._acquire(**self._request).__await__()
+
+    async def __aenter__(self) -> GPULease:
+        self._lease = await self._boss._acquire(**self._request)
+        return self._lease
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._lease is not None:
+            await self._boss.release(self._lease)
+
+
+class GPUBoss:
+    """VRAM leases on the GPUs shared through one Redis.
+
+    ``redis_url=None``: ``$MLSUP_REDIS_URL``, else the URL a running supervisor published,
+    else :class:`ConfigError`. ``prefix`` namespaces every key. ``devices`` (``[[devices]]``
+    tables or :class:`Device` values) publishes their capacities; without it, NVML GPUs are
+    published, else the capacities already in Redis are used. ``timing`` shortens TTLs and
+    grace periods (tests); ``host`` overrides the hostname recorded as the owner's.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        prefix: str = "",
+        devices: Iterable[Mapping[str, Any] | Device] | None = None,
+        *,
+        timing: LeaseTiming | None = None,
+        host: str | None = None,
+    ) -> None:
+        self._url = redis_url
+        self.prefix = prefix
+        self._devices = None if devices is None else list(devices)
+        self.timing = timing or LeaseTiming()
+        self.owner = OwnerIdentity.current(host)
+        self.preemption = PreemptionManager()
+        self.capacities: dict[int, int] = {}
+        self._store: LeaseStore | None = None
+        self._held: dict[str, GPULease] = {}
+        self._renewer: Renewer | None = None
+
+    @property
+    def store(self) -> LeaseStore:
+        """The Redis I/O; raises if :meth:`connect` was not called."""
+        if self._store is None:
+            raise RuntimeError("GPUBoss is not connected: await boss.connect() first")
+        return self._store
+
+    @property
+    def held(self) -> list[GPULease]:
+        """The leases this boss holds now."""
+        return list(self._held.values())
+
+    async def connect(self) -> None:
+        """Connect to Redis, publish or read the GPU capacities, start renewing."""
+        if self._store is not None:
+            return
+        store = LeaseStore(resolve_redis_url(self._url), self.prefix, self.timing)
+        try:
+            run_id, uptime = await store.info()
+            local = inventory(self._devices)
+            for device in local:
+                self.capacities[device.index] = await self._publish(store, device, uptime)
+            if self._devices is None:
+                for index, capacity in (await store.published_gpus()).items():
+                    self.capacities.setdefault(index, capacity)
+        except BaseException:
+            await store.close()
+            raise
+        self._store = store
+        self._renewer = Renewer(self, run_id)
+        self._renewer.start()
+
+    async def _publish(self, store: LeaseStore, device: Device, uptime_s: int) -> int:
+        capacity = await store.publish_capacity(device.index, device.capacity_mb, uptime_s)
+        if capacity != device.capacity_mb:
+            raise DeviceError(
+                f"GPU {device.index} is published with {capacity} MB but configured here with "
+                f"{device.capacity_mb} MB; give every process the same [[devices]], or delete "
+                f"{store.keys.capacity(device.index)} when no lease is held",
+                gpu=device.index,
+            )
+        return capacity
+
+    async def republish(self, gpu: int) -> None:
+        """Publish a capacity Redis lost (restart without persistence) from what we know."""
+        if gpu not in self.capacities:
+            raise DeviceError(f"GPU {gpu} is no longer published in Redis", gpu=gpu)
+        _, uptime = await self.store.info()
+        await self.store.publish_capacity(gpu, self.capacities[gpu], uptime)
+
+    async def close(self) -> None:
+        """Stop renewing, release every lease still held, close the connections."""
+        if self._renewer is not None:
+            await self._renewer.stop()
+            self._renewer = None
+        for lease in list(self._held.values()):
+            with contextlib.suppress(TransportError, LeaseNotHeld):
+                await self.release(lease)
+        await self.preemption.aclose()
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+    async def __aenter__(self) -> GPUBoss:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def acquire(
+        self,
+        vram_mb: int,
+        model_id: str,
+        priority: Priority | str = Priority.NORMAL,
+        gpu: int | None = None,
+        timeout: float = defaults.LEASE_ACQUIRE_TIMEOUT_S,
+    ) -> AcquireCall:
+        """Lease ``vram_mb`` MB for ``model_id``: ``await`` it, or ``async with`` it.
+
+        ``gpu=None`` picks the best fit. Waits in the GPU's fair queue up to ``timeout``
+        seconds (woken on release, not polling); a higher ``priority`` asks lower ones to yield.
+        """
+        return AcquireCall(
+            self, vram_mb=vram_mb, model_id=model_id, priority=priority, gpu=gpu, timeout=timeout
+        )
+
+    def _check_request(self, vram_mb: int, model_id: str, gpu: int | None) -> None:
+        if not isinstance(vram_mb, int) or isinstance(vram_mb, bool) or vram_mb <= 0:
+            raise ValueError(f"vram_mb must be a positive integer (MB), not {vram_mb!r}")
+        if gpu is not None and gpu not in self.capacities:
+            known = ", ".join(map(str, sorted(self.capacities))) or "none"
+            raise DeviceError(
+                f"unknown GPU {gpu} for model {model_id!r}; known GPUs: {known}",
+                gpu=gpu,
+                model=model_id,
+            )
+        capacities = [self.capacities[gpu]] if gpu is not None else list(self.capacities.values())
+        if not capacities:
+            raise DeviceError(
+                "no GPU is known: configure [[devices]] or run where NVML sees a GPU",
+                model=model_id,
+            )
+        if vram_mb > max(capacities):
+            raise CapacityExceeded(
+                f"{vram_mb} MB for model {model_id!r} exceeds the capacity of "
+                f"{'GPU ' + str(gpu) if gpu is not None else 'every GPU'} "
+                f"({max(capacities)} MB); lower the estimate or use a larger GPU",
+                gpu=gpu,
+                model=model_id,
+                vram_mb=vram_mb,
+            )
+
+    async def _choose_gpu(self, vram_mb: int, priority: Priority) -> int:
+        if len(self.capacities) == 1:
+            return next(iter(self.capacities))
+        views = [(await self.snapshot_gpu(i)).view() for i in sorted(self.capacities)]
+        choice = best_fit(views, vram_mb, int(priority))
+        assert choice is not None  # _check_request ruled out "fits nowhere"
+        return choice
+
+    async def _acquire(
+        self, vram_mb: int, model_id: str, priority: Priority | str, gpu: int | None, timeout: float
+    ) -> GPULease:
+        priority = Priority.parse(priority)
+        await self.connect()
+        self._check_request(vram_mb, model_id, gpu)
+        if gpu is None:
+            gpu = await self._choose_gpu(vram_mb, priority)
+        req = self.lease_request(
+            secrets.token_hex(8),
+            secrets.token_hex(16),
+            gpu=gpu,
+            vram_mb=vram_mb,
+            priority=priority,
+            model_id=model_id,
+        )
+        deadline = time.monotonic() + timeout
+        queued = False
+        try:
+            while True:
+                try:
+                    result = await self.store.admit(req)
+                except TransportError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    await asyncio.sleep(_TRANSPORT_RETRY_S)
+                    continue
+                if result.outcome is AdmitOutcome.GRANTED:
+                    queued = False
+                    return self._granted(req, result.epoch)
+                if result.outcome is AdmitOutcome.NO_GPU:
+                    await self.republish(gpu)
+                    continue
+                if result.outcome is AdmitOutcome.TOO_BIG:
+                    raise CapacityExceeded(
+                        f"{vram_mb} MB for model {model_id!r} exceeds GPU {gpu}'s capacity "
+                        f"({result.capacity_mb} MB)",
+                        gpu=gpu,
+                        model=model_id,
+                    )
+                queued = True
+                if await self._reap_dead(result.local_holders):
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise LeaseTimeout(
+                        f"no {vram_mb} MB for model {model_id!r} on GPU {gpu} within "
+                        f"{timeout:g} s; raise the timeout or the priority, or free VRAM",
+                        gpu=gpu,
+                        model=model_id,
+                        lease_id=req.id,
+                    )
+                retry = result.retry_ms / 1000 if result.retry_ms >= 0 else math.inf
+                wait = min(remaining, self.timing.waiter_ttl_s / 2, retry)
+                with contextlib.suppress(TransportError):
+                    await self.store.wait_wake(req.id, wait)
+        finally:
+            if queued:
+                # Leave the queue whatever ended the wait (timeout, cancellation, error).
+                with contextlib.suppress(TransportError):
+                    await asyncio.shield(self.store.leave(gpu, req.id))
+
+    def lease_request(
+        self,
+        lease_id: str,
+        token: str,
+        *,
+        gpu: int,
+        vram_mb: int,
+        priority: Priority,
+        model_id: str,
+    ) -> LeaseRequest:
+        """What admission records for a lease owned by this process."""
+        return LeaseRequest(
+            id=lease_id,
+            token=token,
+            gpu=gpu,
+            vram_mb=vram_mb,
+            priority=priority,
+            model_id=model_id,
+            owner=self.owner.label,
+            pid=self.owner.pid,
+            host=self.owner.host,
+            start=self.owner.start,
+        )
+
+    def _granted(self, req: LeaseRequest, epoch: int) -> GPULease:
+        lease = GPULease(
+            id=req.id,
+            token=req.token,
+            gpu=req.gpu,
+            vram_mb=req.vram_mb,
+            priority=req.priority,
+            model_id=req.model_id,
+            epoch=epoch,
+            manager=self.preemption,
+        )
+        self._held[lease.id] = lease
+        return lease
+
+    async def _reap_dead(self, holders: Iterable[HolderIdentity]) -> bool:
+        """Reap the leases of this host's dead owners; True if any was reaped."""
+        reaped = False
+        for holder in holders:
+            if not owner_alive(holder.pid, holder.start):
+                reaped |= await self.store.reap(holder.lease_id, holder.pid, holder.start)
+        return reaped
+
+    def _not_held(self, lease: GPULease, action: str) -> LeaseNotHeld:
+        return LeaseNotHeld(
+            f"cannot {action} lease {lease.id}: this token never held it (unknown or forged "
+            "lease, or one already released); acquire a lease first",
+            lease_id=lease.id,
+            gpu=lease.gpu,
+            model=lease.model_id,
+        )
+
+    def _forget(self, lease: GPULease) -> None:
+        self._held.pop(lease.id, None)
+        self.preemption.forget(lease)
+
+    async def release(self, lease: GPULease) -> None:
+        """Give the lease's VRAM back. Releasing a lost or already released lease of ours does
+        nothing (its VRAM is back already); a lease this token never held raises
+        :class:`LeaseNotHeld`."""
+        if lease.released:
+            return
+        result = await self.store.release(lease.id, lease.token)
+        ours = self._held.get(lease.id) is lease
+        if result.outcome is RenewOutcome.NOT_HELD and not ours:
+            raise self._not_held(lease, "release")
+        if result.outcome is RenewOutcome.LOST:
+            lease.mark_lost(result.reason)
+        lease.released = True
+        self._forget(lease)
+
+    async def renew(self, lease: GPULease) -> None:
+        """Renew now (the background task does it anyway). Raises :class:`LeaseLost` if the
+        lease is gone and :class:`LeaseNotHeld` if it was never ours."""
+        if lease.released or (lease.lost is None and self._held.get(lease.id) is not lease):
+            raise self._not_held(lease, "renew")
+        lease.check()
+        assert self._renewer is not None
+        await self._renewer.renew(lease)
+        lease.check()
+
+    async def resize(self, lease: GPULease, vram_mb: int) -> None:
+        """Change the lease's size. Shrinking always succeeds; growing succeeds only if it fits
+        now and nobody waits, else :class:`LeaseTimeout` (nothing changes; retry later)."""
+        self._check_request(vram_mb, lease.model_id, lease.gpu)
+        if lease.released:
+            raise self._not_held(lease, "resize")
+        lease.check()
+        result = await self.store.resize(lease.id, lease.token, vram_mb)
+        if result.outcome is RenewOutcome.OK:
+            lease.vram_mb = vram_mb
+        elif result.outcome is RenewOutcome.LOST:
+            self._forget(lease)
+            raise lease.mark_lost(result.reason)
+        elif result.outcome is RenewOutcome.NOT_HELD:
+            raise self._not_held(lease, "resize")
+        else:
+            raise LeaseTimeout(
+                f"cannot grow lease {lease.id} to {vram_mb} MB now (free MB, waiters: "
+                f"{result.reason}); retry later or acquire a second lease",
+                lease_id=lease.id,
+                gpu=lease.gpu,
+                model=lease.model_id,
+            )
+
+    async def snapshot_gpu(self, gpu: int) -> GpuSnapshot:
+        """One GPU's live leases and queue, after purging and reaping dead local owners."""
+        listing = await self.store.sweep(gpu)
+        local = [
+            HolderIdentity(f["id"], int(f["pid"]), f["start"])
+            for f in listing[2]
+            if f.get("host") == self.owner.host
+        ]
+        if await self._reap_dead(local):
+            listing = await self.store.sweep(gpu)
+        return gpu_snapshot(gpu, listing)
+
+    async def snapshot(self) -> dict[int, GpuSnapshot]:
+        """Every published GPU's leases (holder, pid, host, priority, MB, age, model)."""
+        await self.connect()
+        for index, capacity in (await self.store.published_gpus()).items():
+            self.capacities.setdefault(index, capacity)
+        return {gpu: await self.snapshot_gpu(gpu) for gpu in sorted(self.capacities)}
+
+    def untrack(self, lease: GPULease) -> None:
+        """Stop renewing a lost lease (used by the renewer)."""
+        self._forget(lease)

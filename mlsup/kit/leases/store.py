@@ -1,0 +1,181 @@
+"""``LeaseStore``: the lease layer's Redis I/O, and the one place redis errors are translated.
+
+Everything here is one round trip: a script (EVALSHA, registered once per store), a BLPOP on a
+waiter's wake list, or an INFO. Decisions live in the scripts (atomic) and in :mod:`policy`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from mlsup import defaults
+from mlsup.errors import LeaseError, TransportError
+from mlsup.kit.leases.keys import LeaseKeys
+from mlsup.kit.leases.results import (
+    AdmitResult,
+    LeaseRequest,
+    RenewResult,
+    parse_admit,
+    parse_renew,
+)
+from mlsup.kit.leases.scripts import Script, source
+from mlsup.kit.leases.timing import LeaseTiming
+
+__all__ = ["GpuListing", "LeaseStore", "RedisInfo"]
+
+T = TypeVar("T")
+
+#: A GPU's purged state: (Redis now ms, capacity or -1, lease field maps, waiters (id, MB, prio)).
+GpuListing = tuple[int, int, list[dict[str, str]], list[tuple[str, int, int]]]
+#: (run_id, uptime in seconds) of the Redis server.
+RedisInfo = tuple[str, int]
+
+
+class LeaseStore:
+    """Redis I/O of the lease layer under one key prefix.
+
+    Raises :class:`TransportError` when Redis cannot be reached or times out, and
+    :class:`LeaseError` when Redis refuses a command (a bug, or keys of another type under
+    our prefix); both chain the redis-py exception.
+    """
+
+    def __init__(self, url: str, prefix: str, timing: LeaseTiming) -> None:
+        self.url = url
+        self.keys = LeaseKeys(prefix)
+        self.timing = timing
+        # No socket timeout: BLPOP legitimately blocks; every wait has its own bound.
+        self._client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
+        self._scripts = {s: self._client.register_script(source(s)) for s in Script}
+
+    async def close(self) -> None:
+        """Close the connections."""
+        await self._client.aclose()
+
+    async def _run(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            if _being_cancelled():
+                # redis-py can turn a cancellation that lands mid-read into a connection
+                # error; translating it would swallow the cancellation (close() would hang).
+                raise asyncio.CancelledError from exc
+            raise TransportError(
+                f"Redis did not answer {op}: {exc}; check that it runs at {self.url} "
+                "(MLSUP_REDIS_URL, or `mlsup start` for the embedded one)",
+                url=self.url,
+            ) from exc
+        except redis.exceptions.RedisError as exc:
+            raise LeaseError(
+                f"Redis refused {op}: {exc}; "
+                f"is the key prefix {self.keys.prefix!r} used by something else?",
+                url=self.url,
+            ) from exc
+
+    async def _script(self, script: Script, *args: str | int) -> Any:
+        runner = self._scripts[script]
+        argv: list[str | int] = [self.keys.prefix, *args]
+        return await self._run(script.value, lambda: runner(keys=[], args=argv))
+
+    async def ping(self) -> None:
+        """Check that Redis answers."""
+        await self._run("PING", self._client.ping)
+
+    async def info(self) -> RedisInfo:
+        """The server's run id (changes on every restart) and uptime."""
+        server = await self._run("INFO", lambda: self._client.info("server"))
+        return str(server["run_id"]), int(server["uptime_in_seconds"])
+
+    async def admit(self, req: LeaseRequest, *, readmit: bool = False) -> AdmitResult:
+        """Run admission for one request (or re-register a held lease with ``readmit``)."""
+        t = self.timing
+        reply = await self._script(
+            Script.ADMISSION,
+            req.gpu,
+            req.id,
+            req.token,
+            req.vram_mb,
+            int(req.priority),
+            req.model_id,
+            req.owner,
+            req.pid,
+            req.host,
+            req.start,
+            t.ms(t.ttl_s),
+            t.ms(t.grace_s),
+            t.ms(t.waiter_ttl_s),
+            t.ms(t.tombstone_s),
+            defaults.PREEMPT_MAX_CANDIDATES,
+            "readmit" if readmit else "new",
+        )
+        return parse_admit(reply)
+
+    async def renew(self, lease_id: str, token: str) -> RenewResult:
+        """Extend a lease by one TTL."""
+        t = self.timing
+        reply = await self._script(
+            Script.RENEW, lease_id, token, t.ms(t.ttl_s), t.ms(t.tombstone_s)
+        )
+        return parse_renew(reply)
+
+    async def release(self, lease_id: str, token: str) -> RenewResult:
+        """Give a lease back."""
+        return parse_renew(await self._script(Script.RELEASE, lease_id, token))
+
+    async def resize(self, lease_id: str, token: str, vram_mb: int) -> RenewResult:
+        """Change a lease's size (grow only if it fits now and nobody waits)."""
+        reply = await self._script(
+            Script.RESIZE, lease_id, token, vram_mb, self.timing.ms(self.timing.tombstone_s)
+        )
+        return parse_renew(reply)
+
+    async def reap(self, lease_id: str, pid: int, start: str) -> bool:
+        """Delete a lease whose owner (pid + start time) is dead; False if it changed owner."""
+        tomb = self.timing.ms(self.timing.tombstone_s)
+        return bool(await self._script(Script.REAP, lease_id, pid, start, tomb))
+
+    async def leave(self, gpu: int, lease_id: str) -> None:
+        """Take a waiter out of its queue (it gave up)."""
+        await self._script(Script.LEAVE, gpu, lease_id)
+
+    async def wait_wake(self, lease_id: str, timeout_s: float) -> bool:
+        """Block until this waiter is woken or ``timeout_s`` passes; True if woken."""
+        key = self.keys.wake(lease_id)
+        timeout = max(0.001, timeout_s)
+        reply = await self._run("BLPOP", lambda: self._client.blpop([key], timeout=timeout))
+        return reply is not None
+
+    async def sweep(self, gpu: int) -> GpuListing:
+        """Purge one GPU and list its live leases and waiters."""
+        now, capacity, leases, waiters = await self._script(
+            Script.SWEEP, gpu, self.timing.ms(self.timing.tombstone_s)
+        )
+        maps = [dict(zip(fields[::2], fields[1::2], strict=True)) for fields in leases]
+        queue = [(str(w[0]), int(w[1]), int(w[2])) for w in waiters]
+        return int(now), int(capacity), maps, queue
+
+    async def publish_capacity(self, gpu: int, capacity_mb: int, uptime_s: int) -> int:
+        """Publish a capacity unless one exists; returns the capacity now in force."""
+        settle_ms = self.timing.ms(self.timing.settle)
+        reply = await self._script(Script.PUBLISH, gpu, capacity_mb, uptime_s * 1000, settle_ms)
+        return int(reply[1])
+
+    async def published_gpus(self) -> dict[int, int]:
+        """GPU index -> capacity (MB) of every GPU published under our prefix."""
+        members = await self._run("SMEMBERS", lambda: self._client.smembers(self.keys.gpus))
+        indices = sorted(int(m) for m in members)
+        if not indices:
+            return {}
+        keys = [self.keys.capacity(i) for i in indices]
+        values = await self._run("MGET", lambda: self._client.mget(keys))
+        return {i: int(v) for i, v in zip(indices, values, strict=True) if v is not None}
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python >= 3.11
+    return bool(cancelling and cancelling())
