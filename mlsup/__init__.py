@@ -7,6 +7,8 @@ Heavy runtimes (torch, llama_cpp, ...) are imported only by the loaders that nee
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from mlsup.errors import (
     CapacityExceeded,
     ConfigError,
@@ -33,12 +35,43 @@ from mlsup.errors import (
     YieldRequested,
 )
 
+if TYPE_CHECKING:
+    from mlsup.kit.idle import IdleResourceManager
+    from mlsup.kit.loaders import (
+        DiffusersLoader,
+        GGUFModelLoader,
+        HFModelLoader,
+        ModelLoader,
+        ONNXLoader,
+        ValidatedLlamaLoader,
+        WhisperLoader,
+    )
+    from mlsup.kit.manifest import ModelSpec, load_manifest
+
 __version__ = "0.1.0.dev0"
+
+# Kit names re-exported lazily: importing them pulls numpy, which ``import mlsup`` should not.
+_KIT = (
+    "DiffusersLoader",
+    "GGUFModelLoader",
+    "HFModelLoader",
+    "IdleResourceManager",
+    "ModelLoader",
+    "ModelSpec",
+    "ONNXLoader",
+    "ValidatedLlamaLoader",
+    "WhisperLoader",
+    "load_manifest",
+)
 
 __all__ = [
     "CapacityExceeded",
     "ConfigError",
     "DeviceError",
+    "DiffusersLoader",
+    "GGUFModelLoader",
+    "HFModelLoader",
+    "IdleResourceManager",
     "Interrupt",
     "LeaseError",
     "LeaseLost",
@@ -48,8 +81,11 @@ __all__ = [
     "ModelError",
     "ModelFailed",
     "ModelLoadError",
+    "ModelLoader",
     "ModelNotFound",
     "ModelOOM",
+    "ModelSpec",
+    "ONNXLoader",
     "Preempted",
     "ProtocolError",
     "RemoteError",
@@ -57,7 +93,18 @@ __all__ = [
     "ShutdownRequested",
     "SupervisorUnavailable",
     "TransportError",
+    "ValidatedLlamaLoader",
+    "WhisperLoader",
     "WorkerCrashed",
     "YieldRequested",
     "__version__",
+    "load_manifest",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _KIT:
+        import mlsup.kit
+
+        return getattr(mlsup.kit, name)
+    raise AttributeError(f"module 'mlsup' has no attribute {name!r}")
