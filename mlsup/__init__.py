@@ -36,17 +36,18 @@ from mlsup.errors import (
 )
 
 if TYPE_CHECKING:
-    from mlsup.kit.idle import IdleResourceManager
-    from mlsup.kit.loaders import (
+    from mlsup.kit import (
         DiffusersLoader,
         GGUFModelLoader,
         HFModelLoader,
+        IdleResourceManager,
         ModelLoader,
+        ModelSpec,
         ONNXLoader,
         ValidatedLlamaLoader,
         WhisperLoader,
+        load_manifest,
     )
-    from mlsup.kit.manifest import ModelSpec, load_manifest
 
 __version__ = "0.1.0.dev0"
 

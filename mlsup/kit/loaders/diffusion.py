@@ -108,8 +108,7 @@ class DiffusersLoader(ModelLoader):
     extra = "diffusers"
 
     def _estimate_mb(self, path: Path, options: Mapping[str, Any]) -> float:
-        dtype = str(options.get("dtype", "auto"))
-        return estimate_torch_mb(path, dtype="float16" if dtype == "auto" else dtype)
+        return estimate_torch_mb(path, dtype=str(options.get("dtype", "auto")))
 
     def _load(self, path: Path, options: Mapping[str, Any]) -> DiffusionModel:
         if not (path / "model_index.json").is_file():

@@ -180,9 +180,7 @@ class HFModelLoader(ModelLoader):
     extra = "hf"
 
     def _estimate_mb(self, path: Path, options: Mapping[str, Any]) -> float:
-        dtype = str(options.get("dtype", "auto"))
-        # "auto" becomes float16 on a GPU; VRAM is only used there, so size for that.
-        return estimate_torch_mb(path, dtype="float16" if dtype == "auto" else dtype)
+        return estimate_torch_mb(path, dtype=str(options.get("dtype", "auto")))
 
     def _load(self, path: Path, options: Mapping[str, Any]) -> HFModel:
         if not path.is_dir():

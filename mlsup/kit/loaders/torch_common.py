@@ -79,8 +79,12 @@ def _safetensors_header(file: Path) -> dict[str, Any]:
 
 
 def estimate_torch_mb(path: Path, *, dtype: str) -> float:
-    """Weights at ``dtype`` + activations (a fraction of them) + the CUDA context overhead."""
-    weights_mb = safetensors_bytes(path, dtype=dtype) / (1 << 20)
+    """Weights at ``dtype`` + activations (a fraction of them) + the CUDA context overhead.
+
+    ``auto`` is sized as float16: that is what it becomes on a GPU, the only place VRAM is used.
+    """
+    sized = "float16" if dtype == "auto" else dtype
+    weights_mb = safetensors_bytes(path, dtype=sized) / (1 << 20)
     return weights_mb * (1 + TORCH_ACTIVATION_FACTOR) + TORCH_CUDA_OVERHEAD_MB
 
 
