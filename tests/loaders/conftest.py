@@ -6,7 +6,18 @@ from pathlib import Path
 
 import pytest
 
+from mlsup.kit.loaders.validated_llama import nvml_free_mb
 from mlsup.testing import tiny_models
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip the CUDA-only tests (marked ``gpu``) on machines without an NVIDIA GPU."""
+    if nvml_free_mb() is not None:
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (NVML finds none)")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

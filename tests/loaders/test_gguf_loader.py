@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import llama_cpp
 import numpy as np
 import pytest
 from gguf import GGUFReader
@@ -136,11 +137,28 @@ class OOMAboveLayers(ValidatedLlamaLoader):
         self.limit = limit
         self.tried: list[int] = []
 
+    def _offload_supported(self) -> bool:
+        return True  # the simulated GPU
+
     def _load_llama(self, path: Path, options: Mapping[str, Any]) -> GGUFModel:
         self.tried.append(int(options["n_gpu_layers"]))
         if options["n_gpu_layers"] > self.limit:
             raise ModelOOM("CUDA out of memory (simulated GPU)")
         return super()._load_llama(path, options)
+
+
+@pytest.mark.skipif(
+    llama_cpp.llama_supports_gpu_offload(), reason="llama.cpp is a GPU build: see test_gpu_paths"
+)
+def test_validated_loader_ignores_free_vram_without_gpu_offload(smollm2_path: Path) -> None:
+    # A CPU build of llama.cpp: whatever NVML says, layers stay on the CPU.
+    loader = ValidatedLlamaLoader(free_vram=lambda: 80_000)
+    try:
+        loader.load(smollm2_path, n_ctx=256)
+        assert loader.load_report is not None
+        assert loader.load_report.device == "cpu" and loader.load_report.free_mb is None
+    finally:
+        loader.unload()
 
 
 def test_validated_loader_falls_back_on_oom(smollm2_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from mlsup.defaults import GGUF_N_CTX, VALIDATED_LLAMA_MARGIN_MB
 from mlsup.errors import ModelOOM
-from mlsup.kit.loaders.base import backend_errors
+from mlsup.kit.loaders.base import backend_errors, import_runtime
 from mlsup.kit.loaders.gguf import GGUFModel, GGUFModelLoader
 from mlsup.kit.loaders.gguf_meta import GGUFMetadata, estimate_gguf_mb, read_gguf_metadata
 
@@ -124,6 +124,8 @@ class ValidatedLlamaLoader(GGUFModelLoader):
         meta = read_gguf_metadata(path)
         n_ctx = int(options.get("n_ctx", GGUF_N_CTX))
         free_mb = self._free_vram()
+        if free_mb is not None and not self._offload_supported():
+            free_mb = None  # a CPU-only llama.cpp build would ignore n_gpu_layers: plan for CPU
         report = LoadReport(free_mb=free_mb, n_layer=meta.n_layer)
         self.load_report = report
         plan = plan_offload(
@@ -145,6 +147,11 @@ class ValidatedLlamaLoader(GGUFModelLoader):
             report.n_gpu_layers, report.estimate_mb = n_gpu_layers, estimate
             return model
         raise AssertionError("unreachable: the plan always ends with the CPU")
+
+    def _offload_supported(self) -> bool:
+        """Whether the installed llama.cpp can offload layers to a GPU at all."""
+        llama_cpp = import_runtime("llama_cpp", self.extra)
+        return bool(llama_cpp.llama_supports_gpu_offload())
 
     def _load_llama(self, path: Path, options: Mapping[str, Any]) -> GGUFModel:
         """One real load; OOM surfaces as :class:`ModelOOM` (translated here, per attempt)."""
