@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 # Extras installed by setup. llama-cpp-python is built from source: without native CPU flags,
 # since the native build crashes in decode on some CPUs (AMX path, llama.cpp #20824). pip keeps
 # the built wheel in its cache, so later setups reuse it instead of rebuilding.
-EXTRAS ?= dev
+# `make test` runs every loader against a real model, so the default installs all of them.
+EXTRAS ?= dev,all
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
@@ -15,10 +16,10 @@ STAMP := $(VENV)/.mlsup-setup
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 demo: setup

@@ -36,33 +36,59 @@ from mlsup.errors import (
 )
 
 if TYPE_CHECKING:
-    from mlsup.kit.leases import (
+    from mlsup.kit import (
+        DiffusersLoader,
+        GGUFModelLoader,
         GPUBoss,
         GPULease,
+        HFModelLoader,
+        IdleResourceManager,
+        ModelLoader,
+        ModelSpec,
+        ONNXLoader,
         PreemptionManager,
         PreemptionRequest,
         Priority,
         SyncGPUBoss,
+        ValidatedLlamaLoader,
+        WhisperLoader,
+        load_manifest,
     )
 
 __version__ = "0.1.0.dev0"
 
-#: Public names imported on first use, so that ``import mlsup`` does not import redis.
-_LAZY = {
-    "GPUBoss": "mlsup.kit.leases",
-    "GPULease": "mlsup.kit.leases",
-    "PreemptionManager": "mlsup.kit.leases",
-    "PreemptionRequest": "mlsup.kit.leases",
-    "Priority": "mlsup.kit.leases",
-    "SyncGPUBoss": "mlsup.kit.leases",
-}
+#: Kit names, imported on first use: ``import mlsup`` imports neither redis nor numpy.
+_KIT = frozenset(
+    {
+        "DiffusersLoader",
+        "GGUFModelLoader",
+        "GPUBoss",
+        "GPULease",
+        "HFModelLoader",
+        "IdleResourceManager",
+        "ModelLoader",
+        "ModelSpec",
+        "ONNXLoader",
+        "PreemptionManager",
+        "PreemptionRequest",
+        "Priority",
+        "SyncGPUBoss",
+        "ValidatedLlamaLoader",
+        "WhisperLoader",
+        "load_manifest",
+    }
+)
 
 __all__ = [
     "CapacityExceeded",
     "ConfigError",
     "DeviceError",
+    "DiffusersLoader",
+    "GGUFModelLoader",
     "GPUBoss",
     "GPULease",
+    "HFModelLoader",
+    "IdleResourceManager",
     "Interrupt",
     "LeaseError",
     "LeaseLost",
@@ -72,8 +98,11 @@ __all__ = [
     "ModelError",
     "ModelFailed",
     "ModelLoadError",
+    "ModelLoader",
     "ModelNotFound",
     "ModelOOM",
+    "ModelSpec",
+    "ONNXLoader",
     "Preempted",
     "PreemptionManager",
     "PreemptionRequest",
@@ -85,18 +114,20 @@ __all__ = [
     "SupervisorUnavailable",
     "SyncGPUBoss",
     "TransportError",
+    "ValidatedLlamaLoader",
+    "WhisperLoader",
     "WorkerCrashed",
     "YieldRequested",
     "__version__",
+    "load_manifest",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in _KIT:
         raise AttributeError(f"module 'mlsup' has no attribute {name!r}")
-    import importlib
+    import mlsup.kit
 
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
+    value = getattr(mlsup.kit, name)
+    globals()[name] = value  # later lookups skip this function
     return value

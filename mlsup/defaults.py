@@ -105,3 +105,27 @@ RESTART_BACKOFF_MAX_S = 30.0
 #: More than this many crashes within RESTART_WINDOW_S marks the model FAILED.
 RESTART_MAX_CRASHES = 5
 RESTART_WINDOW_S = 60.0
+
+# --- Loaders -----------------------------------------------------------------------------------
+
+#: Context length of a GGUF model when the manifest gives none (tokens). llama.cpp's own default
+#: is 512, too short for chat; 2048 fits small models in little VRAM.
+GGUF_N_CTX = 2048
+#: Bytes per cached K or V value in llama.cpp's KV cache (f16 unless configured otherwise).
+GGUF_KV_BYTES_PER_VALUE = 2
+#: llama.cpp's micro-batch (tokens): its compute buffer holds logits and activations for these.
+GGUF_UBATCH = 512
+#: Fixed part of llama.cpp's compute buffers and CUDA context scratch, added to every estimate
+#: (MB). Measured buffers of small models stay below it.
+GGUF_COMPUTE_OVERHEAD_MB = 64
+#: Margin the validated llama loader keeps free on the GPU besides its estimate (MB).
+VALIDATED_LLAMA_MARGIN_MB = 256
+#: Extra memory over the weights for activations of transformers and diffusers models, as a
+#: fraction of the weights (their sizes come from the safetensors files).
+TORCH_ACTIVATION_FACTOR = 0.2
+#: Fixed overhead of a torch model on a CUDA device (context, cuBLAS workspace), MB.
+TORCH_CUDA_OVERHEAD_MB = 300
+#: New tokens generated when a call gives no ``max_tokens`` (HF causal LMs).
+GENERATE_MAX_TOKENS = 128
+#: Cache of the tiny test models (``mlsup.testing.tiny_models``) when ``MLSUP_TEST_CACHE`` is unset.
+TINY_MODELS_CACHE = "~/.cache/mlsup/tiny-models"

@@ -1,7 +1,7 @@
 """The construction kit: VRAM leases, device inventory, loaders, managed loaders, idle unloading.
 
 Usable directly inside any process; the supervisor runs the same kit out of process. Names are
-imported on first use, so ``import mlsup.kit`` does not import redis.
+imported on first use, so ``import mlsup.kit`` imports neither redis nor any runtime.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlsup.kit.devices import Device, DeviceKind
     from mlsup.kit.embedded_redis import EmbeddedRedis
+    from mlsup.kit.idle import IdleResourceManager
     from mlsup.kit.leases import (
         GPUBoss,
         GPULease,
@@ -22,9 +23,25 @@ if TYPE_CHECKING:
         Priority,
         SyncGPUBoss,
     )
+    from mlsup.kit.loaders import (
+        DiffusersLoader,
+        GGUFModelLoader,
+        HFModelLoader,
+        ModelLoader,
+        ONNXLoader,
+        ValidatedLlamaLoader,
+        WhisperLoader,
+        get_loader,
+        loader_names,
+    )
+    from mlsup.kit.manifest import Manifest, ModelSpec, RedisSettings, load_manifest
 
 #: Public name -> module that defines it.
 _LAZY = {
+    "Device": "mlsup.kit.devices",
+    "DeviceKind": "mlsup.kit.devices",
+    "EmbeddedRedis": "mlsup.kit.embedded_redis",
+    "IdleResourceManager": "mlsup.kit.idle",
     "GPUBoss": "mlsup.kit.leases",
     "GPULease": "mlsup.kit.leases",
     "GpuSnapshot": "mlsup.kit.leases",
@@ -33,24 +50,22 @@ _LAZY = {
     "PreemptionRequest": "mlsup.kit.leases",
     "Priority": "mlsup.kit.leases",
     "SyncGPUBoss": "mlsup.kit.leases",
-    "Device": "mlsup.kit.devices",
-    "DeviceKind": "mlsup.kit.devices",
-    "EmbeddedRedis": "mlsup.kit.embedded_redis",
+    "DiffusersLoader": "mlsup.kit.loaders",
+    "GGUFModelLoader": "mlsup.kit.loaders",
+    "HFModelLoader": "mlsup.kit.loaders",
+    "ModelLoader": "mlsup.kit.loaders",
+    "ONNXLoader": "mlsup.kit.loaders",
+    "ValidatedLlamaLoader": "mlsup.kit.loaders",
+    "WhisperLoader": "mlsup.kit.loaders",
+    "get_loader": "mlsup.kit.loaders",
+    "loader_names": "mlsup.kit.loaders",
+    "Manifest": "mlsup.kit.manifest",
+    "ModelSpec": "mlsup.kit.manifest",
+    "RedisSettings": "mlsup.kit.manifest",
+    "load_manifest": "mlsup.kit.manifest",
 }
 
-__all__ = [
-    "Device",
-    "DeviceKind",
-    "EmbeddedRedis",
-    "GPUBoss",
-    "GPULease",
-    "GpuSnapshot",
-    "LeaseTiming",
-    "PreemptionManager",
-    "PreemptionRequest",
-    "Priority",
-    "SyncGPUBoss",
-]
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
@@ -58,5 +73,9 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'mlsup.kit' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
+    globals()[name] = value  # later lookups skip this function
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
