@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mlsup import __version__
     from mlsup.bench import cli as bench_cli
     from mlsup.ipc import demo as ipc_demo
+    from mlsup.supervisor import cli as supervisor_cli
 
     parser = argparse.ArgumentParser(
         prog="mlsup",
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mlsup {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    supervisor_cli.add_parsers(subparsers)
     bench_cli.add_parser(subparsers)
     ipc_demo.add_parser(subparsers)
     return parser

@@ -88,12 +88,23 @@ LEASE_TOMBSTONE_S = 3600.0
 #: VRAM kept out of every real GPU's capacity for the driver, context and fragmentation (MB).
 GPU_RESERVE_MB = 512
 
+#: Without GPUs or [[devices]], models lease this share of host memory as device 0.
+CPU_BUDGET_FRACTION = 0.5
+
 # --- Workers and supervisor --------------------------------------------------------------------
 
 #: Unload a model after this long without requests (seconds).
 IDLE_TIMEOUT_S = 300.0
 #: A load that shows no progress for this long is killed (seconds).
 LOAD_STALL_TIMEOUT_S = 300.0
+#: Deadline of a control-plane call that does not wait for a model (status, heartbeats).
+CONTROL_TIMEOUT_S = 10.0
+#: How long ``load``/``ensure`` waits for a model to become ready when the caller gives no
+#: deadline: a lease wait plus a load (seconds).
+ENSURE_TIMEOUT_S = 600.0
+#: A caller waiting on a worker checks that it is still alive this often (seconds): a dead
+#: worker becomes WorkerCrashed within this, not at the call's deadline.
+LIVENESS_SLICE_S = 0.1
 #: Interval of worker heartbeats to the supervisor (seconds).
 HEARTBEAT_INTERVAL_S = 1.0
 #: Time between SIGTERM and SIGKILL when stopping a worker (seconds).

@@ -8,6 +8,7 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
     ├── ProtocolError               a frame or control message is malformed, hostile or too big
     ├── TransportError              the peer could not be reached or did not answer
     │   ├── RequestTimeout          no reply within the call's deadline
+    │   ├── PeerGone                the process serving the endpoint died during the call
     │   └── SupervisorUnavailable   no supervisor is running for this runtime directory
     ├── RemoteError                 the peer raised an error that is not one of ours
     ├── DeviceError                 a GPU is unknown, or device discovery failed
@@ -57,6 +58,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFound",
     "ModelOOM",
+    "PeerGone",
     "Preempted",
     "ProtocolError",
     "RemoteError",
@@ -132,6 +134,12 @@ class TransportError(MlsupError):
 
 class RequestTimeout(TransportError):
     """No reply came within the call's deadline: the peer is dead, hung or overloaded."""
+
+    retryable = True
+
+
+class PeerGone(TransportError):
+    """The process serving the endpoint died while a call waited for it."""
 
     retryable = True
 
@@ -236,6 +244,7 @@ _BY_NAME: dict[str, type[MlsupError]] = {
         ProtocolError,
         TransportError,
         RequestTimeout,
+        PeerGone,
         SupervisorUnavailable,
         RemoteError,
         DeviceError,

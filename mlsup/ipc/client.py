@@ -21,14 +21,20 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from mlsup import defaults
-from mlsup.errors import ProtocolError, RequestTimeout, TransportError, error_from_wire
+from mlsup.errors import (
+    PeerGone,
+    ProtocolError,
+    RequestTimeout,
+    TransportError,
+    error_from_wire,
+)
 from mlsup.ipc.endpoints import check_endpoint
 from mlsup.ipc.shm import AttachCache, ShmPool
 from mlsup.ipc.tensors import TensorCodec
@@ -159,26 +165,51 @@ class Client(_ClientCore):
                 return
         sock.close(linger=0)
 
-    def _recv(
-        self, sock: zmq.Socket[bytes], rid: int, deadline: float, op: str, timeout: float
+    def _recv(  # noqa: PLR0917 - a private helper of call() and stream()
+        self,
+        sock: zmq.Socket[bytes],
+        rid: int,
+        deadline: float,
+        op: str,
+        timeout: float,
+        alive: Callable[[], bool] | None,
     ) -> Message:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._timeout(op, timeout)
+            if alive is not None:
+                remaining = min(remaining, defaults.LIVENESS_SLICE_S)
             sock.setsockopt(zmq.RCVTIMEO, max(1, int(remaining * 1000)))
             try:
                 frames: list[Any] = [sock.recv(copy=True)]
                 while sock.getsockopt(zmq.RCVMORE):
                     frames.append(sock.recv(copy=False).buffer)
             except zmq.Again:
-                raise self._timeout(op, timeout) from None
+                if alive is not None and not alive():
+                    raise PeerGone(
+                        f"the process serving {self.endpoint} died during {op!r}",
+                        endpoint=self.endpoint,
+                        op=op,
+                    ) from None
+                continue
             message = self._parse(frames, rid)
             if message is not None:
                 return message
 
-    def call(self, op: str, args: Any = None, *, timeout: float | None = None) -> Any:
-        """Send ``op(args)`` and return the result; raises the server's error, typed."""
+    def call(
+        self,
+        op: str,
+        args: Any = None,
+        *,
+        timeout: float | None = None,
+        alive: Callable[[], bool] | None = None,
+    ) -> Any:
+        """Send ``op(args)`` and return the result; raises the server's error, typed.
+
+        With ``alive``, the wait is cut into slices of ``LIVENESS_SLICE_S`` and
+        :class:`PeerGone` is raised as soon as ``alive()`` says the server died.
+        """
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         rid, frames, lent = self._request(op, args)
@@ -186,7 +217,7 @@ class Client(_ClientCore):
         answered = False
         try:
             sock.send_multipart(frames, copy=len(frames) == 1)
-            message = self._recv(sock, rid, deadline, op, timeout)
+            message = self._recv(sock, rid, deadline, op, timeout, alive)
             answered = True
             if message.kind is Kind.ITEM:
                 raise ProtocolError(f"{op!r} streams its result; use stream()")
@@ -198,7 +229,14 @@ class Client(_ClientCore):
             else:
                 sock.close(linger=0)
 
-    def stream(self, op: str, args: Any = None, *, timeout: float | None = None) -> Iterator[Any]:
+    def stream(
+        self,
+        op: str,
+        args: Any = None,
+        *,
+        timeout: float | None = None,
+        alive: Callable[[], bool] | None = None,
+    ) -> Iterator[Any]:
         """Send ``op(args)`` and yield the streamed items; ``timeout`` bounds each wait."""
         timeout = self.timeout if timeout is None else timeout
         rid, frames, lent = self._request(op, args)
@@ -207,7 +245,7 @@ class Client(_ClientCore):
         try:
             sock.send_multipart(frames, copy=len(frames) == 1)
             while True:
-                message = self._recv(sock, rid, time.monotonic() + timeout, op, timeout)
+                message = self._recv(sock, rid, time.monotonic() + timeout, op, timeout, alive)
                 if lent:
                     self._take_back(lent, answered=True)
                     lent = []

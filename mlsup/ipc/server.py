@@ -29,7 +29,7 @@ from mlsup.ipc.shm import AttachCache, ShmPool
 from mlsup.ipc.tensors import TensorCodec
 from mlsup.ipc.wire import Kind, Message, decode, peek_request_id
 
-__all__ = ["Handler", "Server"]
+__all__ = ["Handler", "Operation", "Server", "admit", "failure"]
 
 #: A handler takes the request's arguments and returns the result (or, for a stream
 #: operation, an iterable of items).
@@ -39,9 +39,46 @@ _IDENTITY = re.compile(rb"mlsup:(\d{1,10}):[0-9a-f]{8}")
 
 
 @dataclass(frozen=True)
-class _Operation:
-    handler: Handler
-    stream: bool
+class Operation:
+    """A registered operation: its handler, and whether it streams."""
+
+    handler: Callable[[Any], Any]
+    stream: bool = False
+
+
+def admit(body: list[Any], operations: dict[str, Operation]) -> tuple[Message, Operation] | Message:
+    """Decode a request and find its operation, or the reply that refuses it.
+
+    A RELEASE comes back as itself (nothing to answer, only blocks to take back).
+    """
+    try:
+        message = decode(body)
+    except ProtocolError as exc:
+        rid = peek_request_id(body[0]) if body else 0
+        return Message(Kind.ERROR, rid, error=exc.to_wire())
+    if message.kind is Kind.RELEASE:
+        return message
+    if message.kind is not Kind.REQUEST:
+        error = ProtocolError(f"expected a request, got {message.kind.name}")
+        return Message(Kind.ERROR, message.id, error=error.to_wire())
+    operation = operations.get(message.op)
+    if operation is None:
+        offered = ", ".join(sorted(operations)) or "none"
+        error = ProtocolError(
+            f"unknown operation {message.op!r}; offered: {offered}", op=message.op
+        )
+        return Message(Kind.ERROR, message.id, error=error.to_wire())
+    return message, operation
+
+
+def failure(request: Message, exc: Exception) -> Message:
+    """The error reply for a handler's exception: ours keep their type, others become
+    :class:`RemoteError` naming the original class."""
+    if not isinstance(exc, MlsupError):
+        exc = RemoteError(
+            f"{type(exc).__name__}: {exc}", remote_type=type(exc).__name__, op=request.op
+        )
+    return Message(Kind.ERROR, request.id, error=exc.to_wire())
 
 
 class Server:
@@ -67,7 +104,7 @@ class Server:
         self._codec = TensorCodec(
             ShmPool() if pool is None else pool, AttachCache(), threshold=threshold
         )
-        self._operations: dict[str, _Operation] = {}
+        self._operations: dict[str, Operation] = {}
         self._loans: dict[str, tuple[bytes, int]] = {}  # block name -> (borrower, borrower pid)
         self._borrower_check_interval = borrower_check_interval
         self._socket: zmq.Socket[bytes] | None = None
@@ -81,7 +118,7 @@ class Server:
         """Serve ``op`` with ``handler(args)``; ``stream=True`` if it yields several items."""
         if not op or len(op) > 128:
             raise ValueError(f"invalid operation name {op!r}")
-        self._operations[op] = _Operation(handler, stream)
+        self._operations[op] = Operation(handler, stream)
 
     def operation(self, op: str, *, stream: bool = False) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`register`."""
@@ -186,42 +223,27 @@ class Server:
                 next_check = time.monotonic() + self._borrower_check_interval
 
     def _handle(self, sock: zmq.Socket[bytes], identity: bytes, body: list[Any]) -> None:
-        try:
-            message = decode(body)
-        except ProtocolError as exc:
-            rid = peek_request_id(body[0]) if body else 0
-            self._send(sock, identity, Message(Kind.ERROR, rid, error=exc.to_wire()))
+        request = admit(body, self._operations)
+        if isinstance(request, Message):  # refused: the error to send back, or nothing
+            if request.kind is Kind.ERROR:
+                self._send(sock, identity, request)
+            else:
+                for name in request.releases:
+                    self._take_back(identity, name)
             return
+        message, operation = request
         for name in message.releases:
             self._take_back(identity, name)
-        if message.kind is Kind.RELEASE:
-            return
-        if message.kind is not Kind.REQUEST:
-            error = ProtocolError(f"expected a request, got {message.kind.name}")
-            self._send(sock, identity, Message(Kind.ERROR, message.id, error=error.to_wire()))
-            return
         self.requests_served += 1
-        operation = self._operations.get(message.op)
         try:
-            if operation is None:
-                offered = ", ".join(sorted(self._operations)) or "none"
-                raise ProtocolError(
-                    f"unknown operation {message.op!r}; offered: {offered}", op=message.op
-                )
-            args = self._codec.decode_args(message)
-            result = operation.handler(args)
+            result = operation.handler(self._codec.decode_args(message))
             if operation.stream:
                 for item in result:
                     self._send(sock, identity, Message(Kind.ITEM, message.id, args=item))
                 result = None
             self._send(sock, identity, Message(Kind.REPLY, message.id, args=result))
-        except MlsupError as exc:
-            self._send(sock, identity, Message(Kind.ERROR, message.id, error=exc.to_wire()))
         except Exception as exc:  # noqa: BLE001 - a handler's failure is the caller's answer
-            failure = RemoteError(
-                f"{type(exc).__name__}: {exc}", remote_type=type(exc).__name__, op=message.op
-            )
-            self._send(sock, identity, Message(Kind.ERROR, message.id, error=failure.to_wire()))
+            self._send(sock, identity, failure(message, exc))
 
     def _send(self, sock: zmq.Socket[bytes], identity: bytes, message: Message) -> None:
         borrower = _IDENTITY.fullmatch(identity)

@@ -112,6 +112,8 @@ class Manifest:
     redis: RedisSettings = RedisSettings()
     devices: tuple[Mapping[str, Any], ...] = ()
     models: Mapping[str, ModelSpec] = field(default_factory=dict)
+    #: The ``[supervisor]`` table, as plain data: the supervisor validates its own settings.
+    supervisor: Mapping[str, Any] = field(default_factory=dict)
 
     def model(self, model_id: str) -> ModelSpec:
         """The spec of ``model_id``; ModelNotFound listing the known ids otherwise."""
@@ -163,7 +165,14 @@ def parse_manifest(data: Mapping[str, Any], *, source: str, base_dir: Path) -> M
         redis=_redis(data.get("redis", {}), source),
         devices=_devices(data.get("devices", []), source),
         models=specs,
+        supervisor=_table(data.get("supervisor", {}), source, "supervisor"),
     )
+
+
+def _table(value: Any, source: str, name: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _Where(source, None, name).error(f"must be a [{name}] table")
+    return dict(value)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,111 @@
+"""An asyncio server for control planes: every request runs in its own task.
+
+Unlike :class:`~mlsup.ipc.server.Server` (one request at a time, for workers), a slow handler
+here (waiting for a lease, say) does not hold up the others. Replies are small: tensors travel
+as frames, never lent in shared memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from mlsup import defaults
+from mlsup.errors import MlsupError
+from mlsup.ipc.endpoints import check_endpoint, ipc_path
+from mlsup.ipc.server import Operation, admit, failure
+from mlsup.ipc.tensors import TensorCodec
+from mlsup.ipc.wire import Kind, Message
+
+__all__ = ["AsyncHandler", "AsyncServer"]
+
+#: An async handler takes the request's arguments and returns the result.
+AsyncHandler = Callable[[Any], Awaitable[Any]]
+
+
+class AsyncServer:
+    """Serves registered async operations on one endpoint, concurrently."""
+
+    def __init__(self, endpoint: str, *, context: zmq.asyncio.Context | None = None) -> None:
+        self.endpoint = check_endpoint(endpoint)
+        self._context = context or zmq.asyncio.Context.instance()
+        self._codec = TensorCodec(None)
+        self._operations: dict[str, Operation] = {}
+        self._socket: zmq.asyncio.Socket | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def register(self, op: str, handler: AsyncHandler) -> None:
+        """Serve ``op`` with ``await handler(args)``."""
+        self._operations[op] = Operation(handler)
+
+    def bind(self) -> None:
+        """Bind the endpoint; an ipc socket file is made private to this user."""
+        sock = self._context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, defaults.SOCKET_LINGER_MS)
+        try:
+            sock.bind(self.endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise MlsupError(
+                f"cannot listen on {self.endpoint}: {exc}", endpoint=self.endpoint
+            ) from exc
+        path = ipc_path(self.endpoint)
+        if path is not None:
+            path.chmod(0o600)
+        self._socket = sock
+
+    async def serve(self) -> None:
+        """Receive requests until cancelled; each is handled in a task of its own."""
+        if self._socket is None:
+            self.bind()
+        sock = self._socket
+        assert sock is not None
+        while True:
+            frames = await sock.recv_multipart(copy=False)
+            identity, body = frames[0].bytes, [frame.buffer for frame in frames[1:]]
+            task = asyncio.ensure_future(self._handle(sock, identity, body))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, sock: zmq.asyncio.Socket, identity: bytes, body: list[Any]) -> None:
+        request = admit(body, self._operations)
+        if isinstance(request, Message):
+            if request.kind is Kind.ERROR:
+                await self._send(sock, identity, request)
+            return
+        message, operation = request
+        try:
+            result = await operation.handler(self._codec.decode_args(message))
+            reply = Message(Kind.REPLY, message.id, args=result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a handler's failure is the caller's answer
+            reply = failure(message, exc)
+        await self._send(sock, identity, reply)
+
+    async def _send(self, sock: zmq.asyncio.Socket, identity: bytes, message: Message) -> None:
+        try:
+            frames, _ = self._codec.encode(message, use_shm=False)
+        except MlsupError as exc:
+            frames, _ = self._codec.encode(Message(Kind.ERROR, message.id, error=exc.to_wire()))
+        with contextlib.suppress(zmq.ZMQError):  # the socket closed while we worked
+            await sock.send_multipart([identity, *frames])
+
+    async def close(self) -> None:
+        """Cancel requests in progress, close the socket and remove its file."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        path = ipc_path(self.endpoint)
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()

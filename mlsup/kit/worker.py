@@ -1,0 +1,226 @@
+"""The worker process: one model, loaded with the kit's loader, served over the IPC bridge.
+
+The supervisor starts :func:`run_worker` in a fresh process (forked from a template that has
+already imported the heavy runtimes) with plain data only: the model's spec and where to
+report. The worker then:
+
+1. becomes the leader of its own process group (the supervisor kills the whole group), sends
+   its output to the model's log file, and pins itself to the leased GPU;
+2. loads the model, reporting progress to the supervisor's control socket;
+3. binds its own socket and reports READY with the memory it measured;
+4. serves requests one at a time, and heartbeats (busy/idle, requests, memory);
+5. on SIGTERM finishes the request in hand and exits; on out-of-memory reports it and exits
+   with :data:`EXIT_OOM`; when the supervisor is gone, exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import psutil
+
+from mlsup import defaults
+from mlsup.errors import MlsupError, ModelOOM, TransportError
+
+__all__ = ["EXIT_LOAD_ERROR", "EXIT_OOM", "OPERATIONS", "STREAMING", "run_worker"]
+
+#: Exit status of a worker whose model could not be loaded (bad file, missing runtime).
+EXIT_LOAD_ERROR = 3
+#: Exit status of a worker that ran out of device memory.
+EXIT_OOM = 4
+
+#: Methods of loaded models that a worker serves, when the model has them.
+OPERATIONS = (
+    "chat",
+    "complete",
+    "generate",
+    "embed",
+    "tokenize",
+    "generate_image",
+    "transcribe",
+    "run",
+)
+#: Methods that also stream (served as ``<name>.stream`` with ``stream=True``).
+STREAMING = ("chat", "complete", "generate")
+
+
+def _memory_mb() -> int:
+    """Device memory this process uses: CUDA's allocator if it is in use, else its RSS."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        return int(torch.cuda.max_memory_reserved() // (1 << 20))
+    return int(psutil.Process().memory_info().rss // (1 << 20))
+
+
+class _Worker:
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        from mlsup.ipc.client import Client
+
+        self.config = config
+        self.model_id: str = config["model"]["id"]
+        self.identity = {
+            "model": self.model_id,
+            "generation": config["generation"],
+            "token": config["token"],
+        }
+        self.control = Client(config["control"], timeout=defaults.CONTROL_TIMEOUT_S)
+        self.supervisor_pid: int = config["supervisor_pid"]
+        self.requests = 0
+        self.busy = False
+        self.last_request = time.monotonic()
+        self.oom: ModelOOM | None = None
+        self.server: Any = None
+
+    def report(self, op: str, **facts: Any) -> Any:
+        return self.control.call(op, {**self.identity, **facts})
+
+    def load(self) -> tuple[Any, Any]:
+        from mlsup.kit.loaders import get_loader
+        from mlsup.kit.manifest import ModelSpec
+
+        spec = ModelSpec.from_dict(self.config["model"], source="supervisor")
+        self.report("worker.progress", stage=f"loading {spec.path} with {spec.loader}")
+        loader = get_loader(spec.loader)()
+        options = dict(spec.options)
+        return loader, loader.load(spec, **options)
+
+    def handler(self, method: Callable[..., Any], stream: bool) -> Callable[[Any], Any]:
+        def handle(args: Any) -> Any:
+            positional, keywords = _call_arguments(args)
+            if stream:
+                keywords["stream"] = True
+            self.busy = True
+            self.requests += 1
+            try:
+                return method(*positional, **keywords)
+            except ModelOOM as exc:
+                # Reply with the error, then leave: the supervisor re-leases more and respawns.
+                self.oom = exc
+                self.server.stop(timeout=0)
+                raise
+            finally:
+                self.busy = False
+                self.last_request = time.monotonic()
+
+        return handle
+
+    def heartbeat_forever(self, stop: threading.Event) -> None:
+        interval = self.config.get("heartbeat_s", defaults.HEARTBEAT_INTERVAL_S)
+        while not stop.wait(interval):
+            if not psutil.pid_exists(self.supervisor_pid):
+                print("supervisor is gone; exiting", flush=True)
+                self.server.stop(timeout=0)
+                return
+            try:
+                self.report(
+                    "worker.heartbeat",
+                    busy=self.busy,
+                    requests=self.requests,
+                    idle_s=time.monotonic() - self.last_request,
+                    memory_mb=_memory_mb(),
+                )
+            except TransportError:
+                continue  # a slow supervisor: the pid check above decides when it is gone
+            except MlsupError as exc:  # it no longer knows us (a newer generation took over)
+                print(f"supervisor refused heartbeat: {exc}; exiting", flush=True)
+                self.server.stop(timeout=0)
+                return
+
+
+def _call_arguments(args: Any) -> tuple[list[Any], dict[str, Any]]:
+    if args is None:
+        return [], {}
+    if not isinstance(args, dict):
+        return [args], {}
+    positional = args.get("args", [])
+    keywords = args.get("kwargs", {})
+    if not isinstance(positional, list) or not isinstance(keywords, dict):
+        raise MlsupError("call arguments must be {'args': [...], 'kwargs': {...}}")
+    return positional, dict(keywords)
+
+
+def _prepare_process(config: Mapping[str, Any]) -> None:
+    os.setsid()  # our own process group: the supervisor terminates all of it at once
+    log = os.open(config["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    os.environ.update(config.get("env", {}))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+
+
+def run_worker(config: dict[str, Any]) -> None:
+    """Entry point of a worker process; exits the process when done."""
+    from mlsup.ipc.server import Server
+
+    _prepare_process(config)
+    print(f"worker {os.getpid()} for {config['model']['id']} (generation {config['generation']})")
+    worker = _Worker(config)
+    started = time.monotonic()
+    try:
+        loader, model = worker.load()
+    except ModelOOM as exc:
+        _report_failure(worker, "oom", exc)
+        os._exit(EXIT_OOM)
+    except Exception as exc:  # noqa: BLE001 - anything a loader raises ends this worker
+        _report_failure(worker, "load", exc)
+        os._exit(EXIT_LOAD_ERROR)
+
+    server = Server(config["endpoint"])
+    worker.server = server
+    served = []
+    for name in OPERATIONS:
+        method = getattr(model, name, None)
+        if callable(method):
+            server.register(name, worker.handler(method, stream=False))
+            served.append(name)
+            if name in STREAMING:
+                server.register(f"{name}.stream", worker.handler(method, stream=True), stream=True)
+    server.register("ping", lambda _: os.getpid())
+    signal.signal(signal.SIGTERM, lambda *_: server.stop(timeout=0))
+    server.bind()
+    load_s = time.monotonic() - started
+    worker.report(
+        "worker.ready",
+        endpoint=server.endpoint,
+        pid=os.getpid(),
+        memory_mb=_memory_mb(),
+        operations=served,
+        load_s=load_s,
+    )
+    print(f"ready in {load_s:.2f} s on {server.endpoint}; serves {', '.join(served)}", flush=True)
+    stop_heartbeat = threading.Event()
+    heartbeat = threading.Thread(
+        target=worker.heartbeat_forever, args=(stop_heartbeat,), daemon=True
+    )
+    heartbeat.start()
+    try:
+        server.serve()
+    finally:
+        stop_heartbeat.set()
+        server.close()
+        loader.unload()
+    if worker.oom is not None:
+        _report_failure(worker, "oom", worker.oom)
+        os._exit(EXIT_OOM)
+    print("stopped", flush=True)
+    worker.control.close()
+    os._exit(0)
+
+
+def _report_failure(worker: _Worker, kind: str, exc: BaseException) -> None:
+    traceback.print_exception(exc)
+    try:
+        worker.report("worker.failed", kind=kind, message=str(exc), memory_mb=_memory_mb())
+    except MlsupError as report_error:
+        print(f"could not report the failure: {report_error}", flush=True)
+    worker.control.close()

@@ -1,0 +1,113 @@
+"""One supervisor per runtime directory, and cleaning up after one that crashed.
+
+The supervisor holds an exclusive ``flock`` on ``supervisor.lock`` for its whole life, and
+keeps ``supervisor.state.json`` listing its workers (pid + start time). A new supervisor that
+gets the lock knows any state file is a dead one's: it kills the workers still alive (if their
+start time matches, so that a reused pid is never hit), removes their sockets and sweeps
+their shared memory. Their leases need nothing: the lease layer reaps holders whose pid died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+from dataclasses import asdict, dataclass
+from typing import IO
+
+import psutil
+
+from mlsup.errors import ConfigError
+from mlsup.ipc.shm import sweep_orphans
+from mlsup.supervisor.config import RuntimePaths
+from mlsup.supervisor.process import kill_group
+
+__all__ = ["RunLock", "WorkerRecord", "reap_previous", "write_state"]
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A worker that may outlive its supervisor."""
+
+    model: str
+    pid: int
+    start_token: str
+
+
+class RunLock:
+    """The exclusive right to supervise one runtime directory."""
+
+    def __init__(self, paths: RuntimePaths) -> None:
+        self._paths = paths
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise ConfigError naming the supervisor that holds it."""
+        handle = open(self._paths.lock, "a+", encoding="utf-8")  # noqa: SIM115 - held for life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise ConfigError(
+                f"a supervisor (pid {holder}) is already running on {self._paths.root}; "
+                "stop it with `mlsup stop`, or set MLSUP_RUNTIME_DIR to run another",
+                pid=holder,
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._paths.lock.unlink()
+            self._file.close()
+            self._file = None
+
+
+def write_state(paths: RuntimePaths, workers: list[WorkerRecord]) -> None:
+    """Record the live workers, atomically."""
+    temporary = paths.state.with_suffix(".tmp")
+    data = {"supervisor": os.getpid(), "workers": [asdict(worker) for worker in workers]}
+    temporary.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(temporary, paths.state)
+
+
+def _alive(record: WorkerRecord) -> bool:
+    try:
+        token = format(int(psutil.Process(record.pid).create_time() * 100), "x")
+    except psutil.Error:
+        return False
+    return token == record.start_token
+
+
+def reap_previous(paths: RuntimePaths) -> list[str]:
+    """Clean up after a supervisor that died here; returns what was done, for the log."""
+    done: list[str] = []
+    try:
+        data = json.loads(paths.state.read_text(encoding="utf-8"))
+        records = [WorkerRecord(**worker) for worker in data.get("workers", [])]
+    except FileNotFoundError:
+        records = []
+    except (ValueError, TypeError) as exc:
+        done.append(f"ignored an unreadable state file: {exc}")
+        records = []
+    for record in records:
+        if _alive(record):
+            kill_group(record.pid, signal.SIGKILL)
+            done.append(f"killed orphan worker {record.model} (pid {record.pid})")
+    for socket in paths.root.glob("w-*.sock"):
+        socket.unlink(missing_ok=True)
+        done.append(f"removed stale socket {socket.name}")
+    paths.control.unlink(missing_ok=True)
+    swept = sweep_orphans()
+    if swept:
+        done.append(f"swept {len(swept)} orphan shared-memory segment(s)")
+    paths.state.unlink(missing_ok=True)
+    return done

@@ -1,0 +1,79 @@
+"""``probe``: a loader whose model misbehaves on request, for testing supervision.
+
+It stands in for a runtime on machines that cannot make a real one run out of GPU memory or
+crash: the supervisor's reactions (respawn, re-lease after OOM, FAILED after a crash loop) can
+then be tested with real processes. Registered under the entry point name ``probe``::
+
+    [models.flaky]
+    loader = "probe"
+    path = "probe.txt"                       # any existing file
+    options = { crash_on_load = true }       # or oom_below_mb = 300, load_s = 2.0, dim = 16
+
+Its model serves ``embed(texts)`` (deterministic vectors) and ``run(inputs)``, which echoes
+its inputs, or with ``{"sleep": s}`` sleeps, ``{"crash": 1}`` dies of SIGKILL,
+``{"oom": 1}`` raises ModelOOM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlsup.errors import ModelOOM
+from mlsup.kit.loaders.base import ModelLoader
+
+__all__ = ["ProbeLoader", "ProbeModel"]
+
+
+class ProbeModel:
+    """The model a :class:`ProbeLoader` loads."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def embed(self, texts: list[str]) -> np.ndarray[Any, Any]:
+        """One deterministic unit vector per text (seeded by the text's CRC-32)."""
+        vectors = [
+            np.random.default_rng(zlib.crc32(text.encode())).standard_normal(self.dim)
+            for text in texts
+        ]
+        array = np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+        normalized: np.ndarray[Any, Any] = array / np.linalg.norm(array, axis=1, keepdims=True)
+        return normalized
+
+    def run(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Echo inputs, or misbehave as they ask (see the module docstring)."""
+        if inputs.get("crash"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if inputs.get("oom"):
+            raise ModelOOM("CUDA out of memory (probe)", model=os.environ.get("MLSUP_MODEL"))
+        if "sleep" in inputs:
+            time.sleep(float(inputs["sleep"]))
+        return dict(inputs)
+
+
+class ProbeLoader(ModelLoader):
+    """Loads a :class:`ProbeModel`; options make the load slow, crash, or run out of memory."""
+
+    name = "probe"
+    extra = ""
+
+    def _estimate_mb(self, path: Path, options: Mapping[str, Any]) -> float:
+        return float(options.get("estimate_mb", 64))
+
+    def _load(self, path: Path, options: Mapping[str, Any]) -> ProbeModel:
+        time.sleep(float(options.get("load_s", 0.0)))
+        if options.get("crash_on_load"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        needed = options.get("oom_below_mb")
+        leased = int(os.environ.get("MLSUP_LEASED_MB", "0"))
+        if needed is not None and leased < int(needed):
+            raise ModelOOM(f"CUDA out of memory: needs {needed} MB, leased {leased} MB (probe)")
+        return ProbeModel(int(options.get("dim", 8)))
