@@ -105,6 +105,8 @@ ENSURE_TIMEOUT_S = 600.0
 #: A caller waiting on a worker checks that it is still alive this often (seconds): a dead
 #: worker becomes WorkerCrashed within this, not at the call's deadline.
 LIVENESS_SLICE_S = 0.1
+#: How long a caller that saw its worker die waits for the supervisor to say how (seconds).
+CRASH_REPORT_WAIT_S = 2.0
 #: Interval of worker heartbeats to the supervisor (seconds).
 HEARTBEAT_INTERVAL_S = 1.0
 #: Time between SIGTERM and SIGKILL when stopping a worker (seconds).

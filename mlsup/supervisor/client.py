@@ -8,9 +8,8 @@ to load the model and say where it is. A worker that dies during a call is notic
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,9 @@ from mlsup.errors import PeerGone, RequestTimeout, SupervisorUnavailable, Worker
 from mlsup.ipc.client import Client
 from mlsup.runtime import runtime_dir
 from mlsup.supervisor.config import RuntimePaths
+from mlsup.supervisor.process import process_alive
 
 __all__ = ["ModelHandle", "SupervisorClient"]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its forkserver parent) still answers kill(0).
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return os.path.exists(f"/proc/{pid}") or not os.path.isdir("/proc")
 
 
 class SupervisorClient:
@@ -131,7 +116,7 @@ class ModelHandle:
     def _connect(self) -> tuple[int, int, Client]:
         with self._lock:
             if self._worker is not None:
-                if _pid_alive(self._worker[1]):
+                if process_alive(self._worker[1]):
                     return self._worker
                 # Unloaded (idle, preempted) or crashed since: ask the supervisor again.
                 self._worker[2].close()
@@ -159,26 +144,33 @@ class ModelHandle:
                 op,
                 {"args": list(args), "kwargs": kwargs},
                 timeout=timeout,
-                alive=lambda: _pid_alive(pid),
+                alive=lambda: process_alive(pid),
             )
         except PeerGone as exc:
             self._forget(generation)
             raise self._crashed(pid) from exc
 
     def _crashed(self, pid: int) -> WorkerCrashed:
-        with contextlib.suppress(SupervisorUnavailable):
-            for row in self.supervisor.status():
-                if row["model"] == self.model_id and row.get("last_exit"):
-                    return WorkerCrashed(
-                        f"the worker of {self.model_id!r} (pid {pid}) {row['last_exit']}; "
-                        "it is being respawned",
-                        model=self.model_id,
-                        pid=pid,
-                        exit=row["last_exit"],
-                    )
-        return WorkerCrashed(
-            f"the worker of {self.model_id!r} (pid {pid}) died", model=self.model_id, pid=pid
-        )
+        # The supervisor sees the exit through the process sentinel at the same moment we do;
+        # give it a moment to record how the worker ended.
+        deadline = time.monotonic() + defaults.CRASH_REPORT_WAIT_S
+        while True:
+            try:
+                row = next(r for r in self.supervisor.status() if r["model"] == self.model_id)
+            except SupervisorUnavailable:
+                row = None
+            if row is not None and row["pid"] != pid and row.get("last_exit"):
+                return WorkerCrashed(
+                    f"the worker of {self.model_id!r} (pid {pid}) {row['last_exit']}; "
+                    "it is being respawned",
+                    model=self.model_id,
+                    pid=pid,
+                    exit=row["last_exit"],
+                )
+            if row is None or time.monotonic() > deadline:
+                message = f"the worker of {self.model_id!r} (pid {pid}) died"
+                return WorkerCrashed(message, model=self.model_id, pid=pid)
+            time.sleep(0.02)
 
     def close(self) -> None:
         with self._lock:

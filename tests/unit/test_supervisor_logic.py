@@ -36,11 +36,7 @@ def test_crash_loop_ends_in_failed_and_only_load_leaves_it() -> None:
 
 @pytest.mark.parametrize(
     ("state", "event"),
-    [
-        pair
-        for pair in itertools.product(ModelState, Event)
-        if pair not in TRANSITIONS
-    ],
+    [pair for pair in itertools.product(ModelState, Event) if pair not in TRANSITIONS],
 )
 def test_every_unlisted_pair_is_illegal(state: ModelState, event: Event) -> None:
     with pytest.raises(IllegalTransition, match=event.value):
