@@ -14,7 +14,6 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     from mlsup import __version__
     from mlsup.bench import cli as bench_cli
-    from mlsup.ipc import demo as ipc_demo
     from mlsup.supervisor import cli as supervisor_cli
 
     parser = argparse.ArgumentParser(
@@ -25,8 +24,32 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     supervisor_cli.add_parsers(subparsers)
     bench_cli.add_parser(subparsers)
-    ipc_demo.add_parser(subparsers)
+    demo = subparsers.add_parser(
+        "demo",
+        help="see mlsup work: real models supervised, a worker killed and respawned",
+        description=(
+            "supervisor (default): start a supervisor on an embedded Redis with the packaged real "
+            "models (SmolLM2, MiniLM), chat, embed, kill a worker and watch it respawn. "
+            "ipc: the IPC bridge alone, with tensors through shared memory."
+        ),
+    )
+    demo.add_argument("which", nargs="?", choices=["supervisor", "ipc"], default="supervisor")
+    demo.add_argument("--serve", metavar="ENDPOINT", help=argparse.SUPPRESS)
+    demo.set_defaults(func=_demo)
     return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.which == "ipc":
+        from mlsup.ipc import demo as ipc_demo
+
+        if args.serve:
+            ipc_demo.serve(args.serve)
+            return 0
+        return ipc_demo.run_ipc_demo()
+    from mlsup.supervisor.demo import run_demo
+
+    return run_demo()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

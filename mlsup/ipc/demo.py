@@ -1,13 +1,12 @@
-"""``mlsup demo``: what mlsup does today, shown with real processes.
+"""``mlsup demo ipc``: the IPC bridge alone, between real processes.
 
-A server process holds a "model" (a fixed random projection, standing in until the supervisor
-runs real ones); this process calls it through the bridge, with tensors through shared memory,
-then kills the server and shows the typed error a caller gets.
+A server process holds a fixed random projection; this process calls it through the bridge,
+with tensors through shared memory, then kills the server and shows the typed error a caller
+gets and the sweep of the shared memory it left.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -23,7 +22,7 @@ from mlsup.ipc.client import Client
 from mlsup.ipc.server import Server
 from mlsup.ipc.shm import sweep_orphans
 
-__all__ = ["add_parser", "run"]
+__all__ = ["run_ipc_demo", "serve"]
 
 DIM_IN, DIM_OUT = 4096, 256
 
@@ -42,25 +41,18 @@ def _serve(endpoint: str) -> None:
         server.close()
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="show the IPC bridge at work between real processes",
-        description="Start a server process and call it with tensors through shared memory.",
-    )
-    parser.add_argument("--serve", metavar="ENDPOINT", help=argparse.SUPPRESS)
-    parser.set_defaults(func=run)
+def serve(endpoint: str) -> None:
+    """The demo's server process."""
+    _serve(endpoint)
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.serve:
-        _serve(args.serve)
-        return 0
+def run_ipc_demo() -> int:
+    """The demo; returns the exit status."""
     with tempfile.TemporaryDirectory(prefix="mlsup-demo-") as tmp:
         os.chmod(tmp, 0o700)
         endpoint = f"ipc://{Path(tmp) / 'demo.sock'}"
         server = subprocess.Popen(
-            [sys.executable, "-m", "mlsup", "demo", "--serve", endpoint],
+            [sys.executable, "-m", "mlsup", "demo", "ipc", "--serve", endpoint],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -97,5 +89,4 @@ def run(args: argparse.Namespace) -> int:
             if server.poll() is None:
                 server.terminate()
                 server.wait()
-    print("(the supervisor that respawns such workers arrives with `mlsup start`)")
     return 0

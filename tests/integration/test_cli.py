@@ -29,13 +29,23 @@ def test_no_command_prints_help_and_fails() -> None:
     assert out.returncode == 2 and "usage: mlsup" in out.stdout
 
 
-def test_demo_runs_and_leaves_nothing_behind() -> None:
+def test_ipc_demo_runs_and_leaves_nothing_behind() -> None:
     before = our_segments()
-    out = run("demo")
+    out = run("demo", "ipc")
     assert out.returncode == 0, out.stderr
     assert "result matches an in-process computation: True" in out.stdout
     assert "RequestTimeout" in out.stdout
     assert our_segments() <= before
+
+
+def test_supervisor_demo_serves_real_models_and_survives_a_kill() -> None:
+    out = run("demo", timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "(3, 384) float32" in out.stdout  # MiniLM embeddings through the supervisor
+    assert "Paris" in out.stdout  # SmolLM2 answered, greedily
+    assert "the caller gets WorkerCrashed" in out.stdout or "finished before the kill" in out.stdout
+    assert "the next call is served by the respawned worker" in out.stdout
+    assert "workers left running: none" in out.stdout
 
 
 def test_unknown_suite_is_refused_with_the_choices() -> None:

@@ -1,0 +1,142 @@
+"""``mlsup demo``: the supervisor serving real models, a worker killed and respawned.
+
+It writes a manifest for the two real models packaged on PyPI (SmolLM2-135M-Instruct as GGUF,
+all-MiniLM-L6-v2 as safetensors), starts ``mlsup start`` on a private runtime directory with
+an embedded Redis, and uses it as a feature would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mlsup.errors import SupervisorUnavailable, WorkerCrashed
+from mlsup.supervisor.cli import STATUS_COLUMNS, table
+from mlsup.supervisor.client import SupervisorClient
+from mlsup.supervisor.process import process_alive
+
+__all__ = ["run_demo"]
+
+MANIFEST = """\
+# Written by `mlsup demo`. No [redis] table: the supervisor starts an embedded Redis.
+[models.smollm2]
+loader = "gguf"
+path = "{gguf}"
+priority = "normal"
+options = {{ n_ctx = 1024, seed = 0 }}
+
+[models.minilm]
+loader = "hf"
+path = "{minilm}"
+options = {{ task = "embedding" }}
+"""
+
+
+def _step(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def _start(runtime: Path, config: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MLSUP_RUNTIME_DIR": str(runtime)}
+    log = open(runtime.parent / "supervisor.log", "wb")  # noqa: SIM115 - the child keeps it
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlsup", "start", "--config", str(config)],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:
+        if process.poll() is not None:
+            log_text = (runtime.parent / "supervisor.log").read_text()
+            raise SystemExit(f"the supervisor failed to start:\n{log_text}")
+        try:
+            with SupervisorClient(runtime, timeout=1) as client:
+                client.ping()
+            return process
+        except SupervisorUnavailable:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise SystemExit("the supervisor did not become ready within 120 s") from None
+            time.sleep(0.1)
+
+
+def _embeddings(sup: SupervisorClient) -> None:
+    _step("embeddings: sup.model('minilm').call('embed', [...])")
+    sentences = ["A cat sits on the mat.", "A kitten rests on a rug.", "Stocks fell today."]
+    started = time.monotonic()
+    vectors = sup.model("minilm").call("embed", sentences)
+    elapsed = time.monotonic() - started
+    print(f"{vectors.shape} {vectors.dtype} in {elapsed:.2f} s (first call: lease + spawn + load)")
+    similarity = vectors @ vectors.T
+    for i, sentence in enumerate(sentences[1:], start=1):
+        print(f"  cos({sentences[0]!r}, {sentence!r}) = {similarity[0, i]:.3f}")
+    assert np.argmax(similarity[0, 1:]) == 0, "the kitten should be closer than the stocks"
+
+
+def _chat_and_crash(sup: SupervisorClient) -> None:
+    _step("chat: sup.model('smollm2').call('chat', messages, max_tokens=24)")
+    chat = sup.model("smollm2")
+    question = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+    started = time.monotonic()
+    answer = chat.call("chat", question, max_tokens=24, temperature=0.0)
+    print(
+        f"  {answer.strip()!r}  ({time.monotonic() - started:.2f} s, first call includes the load)"
+    )
+
+    _step("mlsup status")
+    print(table(sup.status(), STATUS_COLUMNS))
+
+    row = next(r for r in sup.status() if r["model"] == "smollm2")
+    _step(f"kill -9 {row['pid']}   (the smollm2 worker, during a long answer)")
+    killer = threading.Timer(0.3, os.kill, (row["pid"], signal.SIGKILL))
+    killer.start()
+    try:
+        chat.call("chat", [{"role": "user", "content": "Tell me a long story."}], max_tokens=400)
+        print("  (the answer finished before the kill)")
+    except WorkerCrashed as exc:
+        print(f"  the caller gets {type(exc).__name__}: {exc.message}")
+    killer.join()
+    started = time.monotonic()
+    answer = chat.call("chat", question, max_tokens=24, temperature=0.0)
+    elapsed = time.monotonic() - started
+    print(
+        f"  the next call is served by the respawned worker ({elapsed:.2f} s): {answer.strip()!r}"
+    )
+    print(table(sup.status(), STATUS_COLUMNS))
+
+
+def run_demo() -> int:
+    """The demo; returns the exit status."""
+    from mlsup.testing.tiny_models import minilm_dir, smollm2_gguf
+
+    with tempfile.TemporaryDirectory(prefix="mlsup-demo-") as tmp:
+        root = Path(tmp)
+        runtime = root / "rt"
+        config = root / "mlsup.toml"
+        config.write_text(MANIFEST.format(gguf=smollm2_gguf(), minilm=minilm_dir()))
+        _step(f"mlsup start --config {config}   (embedded Redis, runtime dir {runtime})")
+        started = time.monotonic()
+        supervisor = _start(runtime, config)
+        print(f"supervisor pid {supervisor.pid} ready in {time.monotonic() - started:.1f} s")
+        try:
+            with SupervisorClient(runtime, timeout=30) as sup:
+                _embeddings(sup)
+                _chat_and_crash(sup)
+                workers = [r["pid"] for r in sup.status() if r["pid"]]
+                _step("mlsup stop")
+                sup.stop()
+            supervisor.wait(60)
+            left = [pid for pid in workers if process_alive(pid)] or "none"
+            print(f"supervisor exited with {supervisor.returncode}; workers left running: {left}")
+        finally:
+            if supervisor.poll() is None:
+                supervisor.terminate()
+                supervisor.wait(30)
+    return 0
