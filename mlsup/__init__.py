@@ -55,8 +55,28 @@ if TYPE_CHECKING:
         WhisperLoader,
         load_manifest,
     )
+    from mlsup.proxy import (
+        AsyncModelProxy,
+        AsyncSupervisorProxy,
+        ModelProxy,
+        SupervisorProxy,
+        aconnect,
+        connect,
+    )
 
 __version__ = "0.1.0.dev0"
+
+#: The proxy's names, imported on first use (they pull zmq and numpy).
+_PROXY = frozenset(
+    {
+        "AsyncModelProxy",
+        "AsyncSupervisorProxy",
+        "ModelProxy",
+        "SupervisorProxy",
+        "aconnect",
+        "connect",
+    }
+)
 
 #: Kit names, imported on first use: ``import mlsup`` imports neither redis nor numpy.
 _KIT = frozenset(
@@ -82,6 +102,8 @@ _KIT = frozenset(
 )
 
 __all__ = [
+    "AsyncModelProxy",
+    "AsyncSupervisorProxy",
     "CapacityExceeded",
     "ConfigError",
     "DeviceError",
@@ -103,6 +125,7 @@ __all__ = [
     "ModelLoader",
     "ModelNotFound",
     "ModelOOM",
+    "ModelProxy",
     "ModelSpec",
     "ONNXLoader",
     "PeerGone",
@@ -114,6 +137,7 @@ __all__ = [
     "RemoteError",
     "RequestTimeout",
     "ShutdownRequested",
+    "SupervisorProxy",
     "SupervisorUnavailable",
     "SyncGPUBoss",
     "TransportError",
@@ -122,11 +146,19 @@ __all__ = [
     "WorkerCrashed",
     "YieldRequested",
     "__version__",
+    "aconnect",
+    "connect",
     "load_manifest",
 ]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _PROXY:
+        import mlsup.proxy
+
+        value = getattr(mlsup.proxy, name)
+        globals()[name] = value
+        return value
     if name not in _KIT:
         raise AttributeError(f"module 'mlsup' has no attribute {name!r}")
     import mlsup.kit

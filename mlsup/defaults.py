@@ -56,6 +56,8 @@ REQUEST_TIMEOUT_S = 30.0
 SOCKET_LINGER_MS = 0
 #: How long closing a client may wait to deliver its last release message (ms).
 CLOSE_LINGER_MS = 100
+#: Caller identities a server remembers (their pids, for lending shared memory).
+MAX_KNOWN_PEERS = 4096
 #: Idle sockets kept per client for reuse by the next caller.
 CLIENT_IDLE_SOCKETS = 16
 #: Pending reply-block releases that trigger an explicit release message (else they ride on
@@ -99,6 +101,9 @@ IDLE_TIMEOUT_S = 300.0
 LOAD_STALL_TIMEOUT_S = 300.0
 #: Deadline of a control-plane call that does not wait for a model (status, heartbeats).
 CONTROL_TIMEOUT_S = 10.0
+#: Deadline of a model call through the proxy when none is given: it covers loading the model
+#: (a lease wait plus a load), the call itself and one retry (seconds).
+CALL_TIMEOUT_S = 300.0
 #: How long ``load``/``ensure`` waits for a model to become ready when the caller gives no
 #: deadline: a lease wait plus a load (seconds).
 ENSURE_TIMEOUT_S = 600.0

@@ -14,9 +14,11 @@ from pathlib import Path
 from mlsup import defaults
 from mlsup.errors import ConfigError
 
-__all__ = ["ensure_runtime_dir", "runtime_dir"]
+__all__ = ["CONTROL_SOCKET", "ensure_runtime_dir", "runtime_dir"]
 
 ENV_RUNTIME_DIR = "MLSUP_RUNTIME_DIR"
+#: The supervisor's control socket, inside the runtime directory.
+CONTROL_SOCKET = "supervisor.sock"
 
 
 def runtime_dir() -> Path:

@@ -216,7 +216,10 @@ class Client(_ClientCore):
         sock = self._checkout()
         answered = False
         try:
-            sock.send_multipart(frames, copy=len(frames) == 1)
+            if len(frames) == 1:
+                sock.send(frames[0])
+            else:
+                sock.send_multipart(frames, copy=False)
             message = self._recv(sock, rid, deadline, op, timeout, alive)
             answered = True
             if message.kind is Kind.ITEM:

@@ -106,6 +106,7 @@ class Server:
         )
         self._operations: dict[str, Operation] = {}
         self._loans: dict[str, tuple[bytes, int]] = {}  # block name -> (borrower, borrower pid)
+        self._borrowers: dict[bytes, int | None] = {}  # identity -> pid it names
         self._borrower_check_interval = borrower_check_interval
         self._socket: zmq.Socket[bytes] | None = None
         self._stopping = threading.Event()
@@ -245,17 +246,32 @@ class Server:
         except Exception as exc:  # noqa: BLE001 - a handler's failure is the caller's answer
             self._send(sock, identity, failure(message, exc))
 
-    def _send(self, sock: zmq.Socket[bytes], identity: bytes, message: Message) -> None:
-        borrower = _IDENTITY.fullmatch(identity)
+    def _borrower(self, identity: bytes) -> int | None:
+        """The pid a caller's identity names (None: not one of our clients; lend nothing)."""
         try:
-            frames, lent = self._codec.encode(message, use_shm=borrower is not None)
+            return self._borrowers[identity]
+        except KeyError:
+            match = _IDENTITY.fullmatch(identity)
+            pid = int(match.group(1)) if match is not None else None
+            if len(self._borrowers) >= defaults.MAX_KNOWN_PEERS:
+                self._borrowers.clear()  # a cache: forgetting costs one regex match a peer
+            self._borrowers[identity] = pid
+            return pid
+
+    def _send(self, sock: zmq.Socket[bytes], identity: bytes, message: Message) -> None:
+        pid = self._borrower(identity)
+        try:
+            frames, lent = self._codec.encode(message, use_shm=pid is not None)
         except ProtocolError as exc:  # the result cannot travel: tell the caller why
             frames, lent = self._codec.encode(Message(Kind.ERROR, message.id, error=exc.to_wire()))
-        if borrower is not None:
-            pid = int(borrower.group(1))
+        if pid is not None:
             for name in lent:
                 self._loans[name] = (identity, pid)
-        sock.send_multipart([identity, *frames], copy=len(frames) == 1)
+        sock.send(identity, zmq.SNDMORE)
+        if len(frames) == 1:
+            sock.send(frames[0])  # the common case, without send_multipart's per-frame checks
+        else:
+            sock.send_multipart(frames, copy=False)
 
     def _take_back(self, identity: bytes, name: str) -> None:
         loan = self._loans.get(name)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mlsup.errors import MlsupError, SupervisorUnavailable
-from mlsup.supervisor.client import SupervisorClient
+from mlsup.proxy import SupervisorProxy
 from mlsup.supervisor.config import RuntimePaths, SupervisorConfig
 
 __all__ = ["add_parsers"]
@@ -106,7 +106,7 @@ def _start_detached(args: argparse.Namespace, paths: RuntimePaths) -> int:
             print("mlsup: the supervisor failed to start:", *tail, sep="\n  ", file=sys.stderr)
             return 1
         try:
-            with SupervisorClient(paths.root, timeout=1.0) as client:
+            with SupervisorProxy(paths.root, timeout=1.0) as client:
                 pid = client.ping()["pid"]
             print(f"mlsup supervisor running in the background (pid {pid}); log: {paths.log}")
             return 0
@@ -125,7 +125,7 @@ STATUS_COLUMNS = [
 
 
 def _status(args: argparse.Namespace) -> int:
-    with SupervisorClient() as client:
+    with SupervisorProxy() as client:
         rows = client.status()
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -137,7 +137,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    with SupervisorClient() as client:
+    with SupervisorProxy() as client:
         client.load(args.model, priority=args.priority, wait=False)
         started = time.monotonic()
         shown = ""
@@ -162,14 +162,14 @@ def _load(args: argparse.Namespace) -> int:
 
 
 def _unload(args: argparse.Namespace) -> int:
-    with SupervisorClient() as client:
+    with SupervisorProxy() as client:
         row = client.unload(args.model)
     print(f"{args.model}: {row['state']}")
     return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
-    with SupervisorClient() as client:
+    with SupervisorProxy() as client:
         pid = client.ping()["pid"]
         client.stop()
     deadline = time.monotonic() + 60
@@ -191,7 +191,7 @@ LEASE_COLUMNS = [
 
 
 def _leases(args: argparse.Namespace) -> int:
-    with SupervisorClient() as client:
+    with SupervisorProxy() as client:
         rows = client.leases()
     if args.json:
         print(json.dumps(rows, indent=2))

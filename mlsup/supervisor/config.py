@@ -14,7 +14,7 @@ from mlsup import defaults
 from mlsup.errors import ConfigError
 from mlsup.kit.manifest import CONFIG_ENV, Manifest, load_manifest
 from mlsup.kit.redis_url import ENV_REDIS_URL
-from mlsup.runtime import ensure_runtime_dir, runtime_dir
+from mlsup.runtime import CONTROL_SOCKET, ensure_runtime_dir, runtime_dir
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -36,7 +36,7 @@ class RuntimePaths:
 
     @property
     def control(self) -> Path:
-        return self.root / "supervisor.sock"
+        return self.root / CONTROL_SOCKET
 
     @property
     def lock(self) -> Path:

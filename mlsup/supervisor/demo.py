@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from mlsup.errors import SupervisorUnavailable, WorkerCrashed
+from mlsup.ipc.liveness import process_alive
+from mlsup.proxy import SupervisorProxy
 from mlsup.supervisor.cli import STATUS_COLUMNS, table
-from mlsup.supervisor.client import SupervisorClient
-from mlsup.supervisor.process import process_alive
 
 __all__ = ["run_demo"]
 
@@ -57,7 +57,7 @@ def _start(runtime: Path, config: Path) -> subprocess.Popen[bytes]:
             log_text = (runtime.parent / "supervisor.log").read_text()
             raise SystemExit(f"the supervisor failed to start:\n{log_text}")
         try:
-            with SupervisorClient(runtime, timeout=1) as client:
+            with SupervisorProxy(runtime, timeout=1) as client:
                 client.ping()
             return process
         except SupervisorUnavailable:
@@ -67,11 +67,11 @@ def _start(runtime: Path, config: Path) -> subprocess.Popen[bytes]:
             time.sleep(0.1)
 
 
-def _embeddings(sup: SupervisorClient) -> None:
-    _step("embeddings: sup.model('minilm').call('embed', [...])")
+def _embeddings(sup: SupervisorProxy) -> None:
+    _step("embeddings: sup.model('minilm').embed([...])")
     sentences = ["A cat sits on the mat.", "A kitten rests on a rug.", "Stocks fell today."]
     started = time.monotonic()
-    vectors = sup.model("minilm").call("embed", sentences)
+    vectors = sup.model("minilm").embed(sentences)
     elapsed = time.monotonic() - started
     print(f"{vectors.shape} {vectors.dtype} in {elapsed:.2f} s (first call: lease + spawn + load)")
     similarity = vectors @ vectors.T
@@ -80,12 +80,12 @@ def _embeddings(sup: SupervisorClient) -> None:
     assert np.argmax(similarity[0, 1:]) == 0, "the kitten should be closer than the stocks"
 
 
-def _chat_and_crash(sup: SupervisorClient) -> None:
-    _step("chat: sup.model('smollm2').call('chat', messages, max_tokens=24)")
+def _chat_and_crash(sup: SupervisorProxy) -> None:
+    _step("chat: sup.model('smollm2').chat(messages, max_tokens=24)")
     chat = sup.model("smollm2")
     question = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
     started = time.monotonic()
-    answer = chat.call("chat", question, max_tokens=24, temperature=0.0)
+    answer = chat.chat(question, max_tokens=24, temperature=0.0)
     print(
         f"  {answer.strip()!r}  ({time.monotonic() - started:.2f} s, first call includes the load)"
     )
@@ -98,13 +98,13 @@ def _chat_and_crash(sup: SupervisorClient) -> None:
     killer = threading.Timer(0.3, os.kill, (row["pid"], signal.SIGKILL))
     killer.start()
     try:
-        chat.call("chat", [{"role": "user", "content": "Tell me a long story."}], max_tokens=400)
+        chat.chat([{"role": "user", "content": "Tell me a long story."}], max_tokens=400)
         print("  (the answer finished before the kill)")
     except WorkerCrashed as exc:
         print(f"  the caller gets {type(exc).__name__}: {exc.message}")
     killer.join()
     started = time.monotonic()
-    answer = chat.call("chat", question, max_tokens=24, temperature=0.0)
+    answer = chat.chat(question, max_tokens=24, temperature=0.0)
     elapsed = time.monotonic() - started
     print(
         f"  the next call is served by the respawned worker ({elapsed:.2f} s): {answer.strip()!r}"
@@ -126,7 +126,7 @@ def run_demo() -> int:
         supervisor = _start(runtime, config)
         print(f"supervisor pid {supervisor.pid} ready in {time.monotonic() - started:.1f} s")
         try:
-            with SupervisorClient(runtime, timeout=30) as sup:
+            with SupervisorProxy(runtime, timeout=30) as sup:
                 _embeddings(sup)
                 _chat_and_crash(sup)
                 workers = [r["pid"] for r in sup.status() if r["pid"]]

@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 
 from mlsup import defaults
+from mlsup.ipc.liveness import process_alive
 
 __all__ = ["WorkerProcess", "describe_exit", "kill_group", "process_alive"]
 
@@ -29,23 +30,6 @@ def describe_exit(returncode: int | None) -> str:
         except ValueError:
             return f"exited with signal {-returncode}"
     return f"exited with code {returncode}"
-
-
-def process_alive(pid: int) -> bool:
-    """Whether pid runs: a zombie (ended, not yet reaped by its parent) does not count."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except (OSError, IndexError):
-        return True  # no /proc to ask: kill(0) said it exists
 
 
 def kill_group(pid: int, sig: int) -> None:

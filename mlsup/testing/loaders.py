@@ -9,7 +9,8 @@ then be tested with real processes. Registered under the entry point name ``prob
     path = "probe.txt"                       # any existing file
     options = { crash_on_load = true }       # or oom_below_mb = 300, load_s = 2.0, dim = 16
 
-Its model serves ``embed(texts)`` (deterministic vectors) and ``run(inputs)``, which echoes
+Its model serves ``embed(texts)`` (deterministic vectors), ``complete(prompt)`` (reversed,
+optionally slow and streamed) and ``run(inputs)``, which echoes
 its inputs, or with ``{"sleep": s}`` sleeps, ``{"crash": 1}`` dies of SIGKILL,
 ``{"oom": 1}`` raises ModelOOM.
 """
@@ -20,7 +21,7 @@ import os
 import signal
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,22 @@ class ProbeModel:
         array = np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
         normalized: np.ndarray[Any, Any] = array / np.linalg.norm(array, axis=1, keepdims=True)
         return normalized
+
+    def complete(
+        self, prompt: str, stream: bool = False, *, delay_s: float = 0.0, **gen: Any
+    ) -> str | Iterator[str]:
+        """``prompt`` reversed, after ``delay_s``; streamed one character a piece, each piece
+        ``delay_s`` apart, with ``stream=True``."""
+        if not stream:
+            time.sleep(delay_s)
+            return prompt[::-1]
+
+        def pieces() -> Iterator[str]:
+            for char in prompt[::-1]:
+                time.sleep(delay_s)
+                yield char
+
+        return pieces()
 
     def run(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Echo inputs, or misbehave as they ask (see the module docstring)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mlsup.errors import SupervisorUnavailable
-from mlsup.supervisor.client import SupervisorClient
+from mlsup.proxy import SupervisorProxy
 
 MANIFEST = """
 [redis]
@@ -75,7 +75,7 @@ class RunningSupervisor:
                     f"supervisor exited {self.process.returncode}:\n{self.output()}"
                 )
             try:
-                with SupervisorClient(self.runtime, timeout=1) as client:
+                with SupervisorProxy(self.runtime, timeout=1) as client:
                     client.ping()
                 return
             except SupervisorUnavailable:
@@ -85,8 +85,8 @@ class RunningSupervisor:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
-    def client(self, timeout: float = 10) -> SupervisorClient:
-        return SupervisorClient(self.runtime, timeout=timeout)
+    def client(self, timeout: float = 10) -> SupervisorProxy:
+        return SupervisorProxy(self.runtime, timeout=timeout)
 
     def row(self, model: str) -> dict[str, Any]:
         with self.client() as client:

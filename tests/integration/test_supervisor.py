@@ -23,12 +23,12 @@ from mlsup.errors import (
     SupervisorUnavailable,
     WorkerCrashed,
 )
+from mlsup.ipc.liveness import process_alive
 from mlsup.ipc.shm import sweep_orphans
 from mlsup.ipc.wire import Kind, decode
 from mlsup.kit.leases import SyncGPUBoss
 from mlsup.kit.loaders import ONNXLoader
-from mlsup.supervisor.client import SupervisorClient
-from mlsup.supervisor.process import process_alive
+from mlsup.proxy import SupervisorProxy
 from mlsup.testing.loaders import ProbeModel
 from mlsup.testing.redis import TestRedis
 from mlsup.testing.tiny_models import tiny_onnx
@@ -80,10 +80,10 @@ def test_start_load_infer_status_stop(
     supervisor = supervisors(manifest(redis_server.url, redis_prefix, models))
     with supervisor.client() as client:
         assert {row["state"] for row in client.status()} == {"unloaded"}
-        vectors = client.model("probe").call("embed", ["a", "b"])
+        vectors = client.model("probe").embed(["a", "b"])
         np.testing.assert_array_equal(vectors, ProbeModel(8).embed(["a", "b"]))
         x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
-        supervised = client.model("mlp").call("run", {"x": x})["y"]
+        supervised = client.model("mlp").run({"x": x})["y"]
         in_process = ONNXLoader().load(onnx).run({"x": x})["y"]
         np.testing.assert_array_equal(supervised, in_process)
         rows = {row["model"]: row for row in client.status()}
@@ -107,14 +107,14 @@ def test_sigkill_mid_request_gives_worker_crashed_then_serves(
 ) -> None:
     supervisor = supervisors(manifest(redis_server.url, redis_prefix, PROBE))
     with supervisor.client() as client:
-        model = client.model("probe")
-        assert model.call("run", {"x": 1}) == {"x": 1}
+        model = client.model("probe", timeout=60)
+        assert model.run({"x": 1}) == {"x": 1}
         pid = supervisor.row("probe")["pid"]
         outcome: list[BaseException] = []
 
         def slow_call() -> None:
             try:
-                model.call("run", {"sleep": 30}, timeout=60)
+                model.complete("a long answer", delay_s=30)  # not idempotent: no retry
             except BaseException as exc:
                 outcome.append(exc)
 
@@ -130,7 +130,7 @@ def test_sigkill_mid_request_gives_worker_crashed_then_serves(
         assert outcome[0].context["exit"] == "exited with signal SIGKILL"
         row = supervisor.wait_for("probe", lambda r: r["state"] == "ready")
         assert row["pid"] != pid and row["restarts"] == 1
-        assert model.call("run", {"y": 2}) == {"y": 2}
+        assert model.run({"y": 2}) == {"y": 2}
 
 
 def test_a_crash_loop_ends_failed_without_a_lease(
@@ -200,12 +200,12 @@ def test_idle_models_unload_and_reload_on_use(
     supervisor = supervisors(manifest(redis_server.url, redis_prefix, models))
     with supervisor.client() as client:
         model = client.model("probe")
-        assert model.call("run", {"n": 1}) == {"n": 1}
+        assert model.run({"n": 1}) == {"n": 1}
         first = supervisor.row("probe")["pid"]
         row = supervisor.wait_for("probe", lambda r: r["state"] == "unloaded", timeout=15)
         assert row["reason"].startswith("idle")
         assert leases_under(redis_server, redis_prefix) == []
-        assert model.call("run", {"n": 2}) == {"n": 2}  # loads it again
+        assert model.run({"n": 2}) == {"n": 2}  # loads it again
         assert supervisor.row("probe")["pid"] != first
 
 
@@ -215,7 +215,7 @@ def test_a_killed_supervisor_leaves_nothing_after_the_next_start(
     config = manifest(redis_server.url, redis_prefix, PROBE)
     first = supervisors(config)
     with first.client() as client:
-        client.model("probe").call("run", {"big": np.ones(1 << 20, dtype=np.uint8)})
+        client.model("probe").run({"big": np.ones(1 << 20, dtype=np.uint8)})
         worker = client.status()[0]["pid"]
     first.kill()
     second = supervisors(config)  # same runtime directory and Redis prefix
@@ -228,7 +228,7 @@ def test_a_killed_supervisor_leaves_nothing_after_the_next_start(
         if n.startswith((f"mlsup-{worker}-", f"mlsup-{first.pid}-"))
     ]
     with second.client() as client:
-        assert client.model("probe").call("run", {"again": 1}) == {"again": 1}
+        assert client.model("probe").run({"again": 1}) == {"again": 1}
 
 
 def test_two_supervisors_on_one_redis_never_overcommit(
@@ -296,4 +296,4 @@ def test_cli_without_a_supervisor_says_how_to_start_one(tmp_path: Path) -> None:
     )
     assert out.returncode == 1 and "start one with `mlsup start`" in out.stderr
     with pytest.raises(SupervisorUnavailable):
-        SupervisorClient(tmp_path / "rt")
+        SupervisorProxy(tmp_path / "rt")
