@@ -65,7 +65,35 @@ _LAZY = {
     "load_manifest": "mlsup.kit.manifest",
 }
 
-__all__ = sorted(_LAZY)
+# Spelled out (not sorted(_LAZY)) so that ruff and mypy see the re-exports; a test keeps
+# the two in step.
+__all__ = [
+    "Device",
+    "DeviceKind",
+    "DiffusersLoader",
+    "EmbeddedRedis",
+    "GGUFModelLoader",
+    "GPUBoss",
+    "GPULease",
+    "GpuSnapshot",
+    "HFModelLoader",
+    "IdleResourceManager",
+    "LeaseTiming",
+    "Manifest",
+    "ModelLoader",
+    "ModelSpec",
+    "ONNXLoader",
+    "PreemptionManager",
+    "PreemptionRequest",
+    "Priority",
+    "RedisSettings",
+    "SyncGPUBoss",
+    "ValidatedLlamaLoader",
+    "WhisperLoader",
+    "get_loader",
+    "load_manifest",
+    "loader_names",
+]
 
 
 def __getattr__(name: str) -> Any:
