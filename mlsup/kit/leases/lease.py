@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,7 +14,9 @@ from mlsup.kit.leases.priority import Priority
 if TYPE_CHECKING:
     from mlsup.kit.leases.preemption import PreemptionManager
 
-__all__ = ["GPULease", "PreemptCallback", "PreemptionRequest"]
+__all__ = ["GPULease", "LostCallback", "PreemptCallback", "PreemptionRequest"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class PreemptionRequest:
 
 #: A preemption callback: plain or async, called once per request on the boss's event loop.
 PreemptCallback = Callable[[PreemptionRequest], Awaitable[None] | None]
+#: A loss callback: called once, synchronously, when the lease is found lost.
+LostCallback = Callable[[LeaseLost], None]
 
 
 class GPULease:
@@ -74,6 +79,7 @@ class GPULease:
         self.renewed_at = time.monotonic()
         self._token = token
         self._manager = manager
+        self._lost_callbacks: list[LostCallback] = []
 
     @property
     def token(self) -> str:
@@ -95,8 +101,27 @@ class GPULease:
             raise RuntimeError("this lease was not granted by a GPUBoss; it cannot be preempted")
         self._manager.register(self, callback)
 
+    def on_lost(self, callback: LostCallback) -> None:
+        """Call ``callback(LeaseLost)`` once when the lease is found lost (at once if it is).
+
+        Renewal finds it (expired, revoked, vanished, Redis unreachable for a TTL); the holder
+        must stop using the VRAM. The callback runs synchronously, on the boss's event loop;
+        schedule slow work (unloading) as a task.
+        """
+        if self.lost is not None:
+            self._call_lost(callback, self.lost)
+        else:
+            self._lost_callbacks.append(callback)
+
+    def _call_lost(self, callback: LostCallback, error: LeaseLost) -> None:
+        try:
+            callback(error)
+        except Exception:  # noqa: BLE001 - a user callback must not break renewal
+            _log.exception("loss callback of lease %s failed", self.id)
+
     def mark_lost(self, reason: str) -> LeaseLost:
-        """Record that the lease is gone; returns the error (kept in ``lost``)."""
+        """Record that the lease is gone and call the loss callbacks; returns the error (kept
+        in ``lost``)."""
         if self.lost is None:
             self.lost = LeaseLost(
                 f"lease {self.id} of model {self.model_id!r} on GPU {self.gpu} was lost "
@@ -107,6 +132,9 @@ class GPULease:
                 model=self.model_id,
                 reason=reason,
             )
+            callbacks, self._lost_callbacks = self._lost_callbacks, []
+            for callback in callbacks:
+                self._call_lost(callback, self.lost)
         return self.lost
 
     def check(self) -> None:

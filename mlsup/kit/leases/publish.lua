@@ -1,7 +1,8 @@
 -- Publish a GPU's capacity unless one is published already (first writer wins, so every
 -- process agrees). A Redis that started less than a settle window ago may have lost leases
 -- that are still held: then only re-registrations are admitted until the window ends.
--- ARGV: prefix, gpu, capacity_mb, redis_uptime_ms, settle_ms
+-- ARGV: prefix, gpu, capacity_mb, redis_uptime_ms (a lower bound: store.uptime_lower_bound_ms),
+--       settle_ms
 -- Replies: {'published', capacity} | {'existing', capacity}
 local gpu, capacity = ARGV[2], tonumber(ARGV[3])
 local uptime, settle = tonumber(ARGV[4]), tonumber(ARGV[5])

@@ -26,7 +26,7 @@ from mlsup.kit.leases.results import (
 from mlsup.kit.leases.scripts import Script, source
 from mlsup.kit.leases.timing import LeaseTiming
 
-__all__ = ["GpuListing", "LeaseStore", "RedisInfo"]
+__all__ = ["GpuListing", "LeaseStore", "RedisInfo", "uptime_lower_bound_ms"]
 
 T = TypeVar("T")
 
@@ -159,9 +159,15 @@ class LeaseStore:
         return int(now), int(capacity), maps, queue
 
     async def publish_capacity(self, gpu: int, capacity_mb: int, uptime_s: int) -> int:
-        """Publish a capacity unless one exists; returns the capacity now in force."""
+        """Publish a capacity unless one exists; returns the capacity now in force.
+
+        ``uptime_s`` is INFO's ``uptime_in_seconds``. A fresh Redis gets a settle window that
+        lasts until it has been up for :attr:`LeaseTiming.settle`, measured from a lower bound
+        of its uptime (see :func:`uptime_lower_bound_ms`).
+        """
         settle_ms = self.timing.ms(self.timing.settle)
-        reply = await self._script(Script.PUBLISH, gpu, capacity_mb, uptime_s * 1000, settle_ms)
+        uptime_ms = uptime_lower_bound_ms(uptime_s)
+        reply = await self._script(Script.PUBLISH, gpu, capacity_mb, uptime_ms, settle_ms)
         return int(reply[1])
 
     async def published_gpus(self) -> dict[int, int]:
@@ -173,6 +179,19 @@ class LeaseStore:
         keys = [self.keys.capacity(i) for i in indices]
         values = await self._run("MGET", lambda: self._client.mget(keys))
         return {i: int(v) for i, v in zip(indices, values, strict=True) if v is not None}
+
+
+def uptime_lower_bound_ms(uptime_s: int) -> int:
+    """How long (ms) a Redis that reports ``uptime_in_seconds = uptime_s`` has surely been up.
+
+    Redis computes that field as the difference of two whole-second clocks (now and start, both
+    truncated), so it can exceed the real uptime by up to one second: a server up for 50 ms
+    reports 1 when a second boundary fell in between. Taken at face value, that second came off
+    the settle window, and with a one-second TTL the window vanished: a newcomer was admitted
+    before the holders had re-registered (an over-commit). One second less is never more than
+    the real uptime; the price is a settle window up to one second longer.
+    """
+    return max(0, uptime_s - 1) * 1000
 
 
 def _being_cancelled() -> bool:
