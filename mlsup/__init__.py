@@ -96,7 +96,6 @@ _KIT = frozenset(
         "ModelLoader",
         "ModelSpec",
         "ONNXLoader",
-        "PeerGone",
         "PreemptionManager",
         "PreemptionRequest",
         "Priority",

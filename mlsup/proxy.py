@@ -99,6 +99,12 @@ def _unavailable(root: Path, exc: Exception) -> SupervisorUnavailable:
     return error
 
 
+def _load_args(model: str, priority: Any, wait: bool, timeout: float) -> dict[str, Any]:
+    name = getattr(priority, "name", priority)  # a Priority, or its name
+    return {"model": model, "priority": name.lower() if name else None, "wait": wait,
+            "timeout": timeout}  # fmt: skip
+
+
 def _call_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     return {"args": list(args), "kwargs": kwargs}
 
@@ -187,9 +193,7 @@ class SupervisorProxy:
         A FAILED model is reset and tried again. ``priority``: a :class:`~mlsup.Priority` or
         its name.
         """
-        name = getattr(priority, "name", priority)
-        args = {"model": model, "priority": name.lower() if name else None, "wait": wait,
-                "timeout": timeout}  # fmt: skip
+        args = _load_args(model, priority, wait, timeout)
         result: dict[str, Any] = self.request("load", args, timeout=timeout + 5)
         return result
 
@@ -422,9 +426,7 @@ class AsyncSupervisorProxy:
         wait: bool = True,
         timeout: float = defaults.ENSURE_TIMEOUT_S,
     ) -> dict[str, Any]:
-        name = getattr(priority, "name", priority)
-        args = {"model": model, "priority": name.lower() if name else None, "wait": wait,
-                "timeout": timeout}  # fmt: skip
+        args = _load_args(model, priority, wait, timeout)
         result: dict[str, Any] = await self.request("load", args, timeout=timeout + 5)
         return result
 

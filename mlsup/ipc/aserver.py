@@ -15,9 +15,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from mlsup import defaults
 from mlsup.errors import MlsupError
-from mlsup.ipc.endpoints import check_endpoint, ipc_path
+from mlsup.ipc.endpoints import bind_router, check_endpoint, ipc_path
 from mlsup.ipc.server import Operation, admit, failure
 from mlsup.ipc.tensors import TensorCodec
 from mlsup.ipc.wire import Kind, Message
@@ -45,19 +44,7 @@ class AsyncServer:
 
     def bind(self) -> None:
         """Bind the endpoint; an ipc socket file is made private to this user."""
-        sock = self._context.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, defaults.SOCKET_LINGER_MS)
-        try:
-            sock.bind(self.endpoint)
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            raise MlsupError(
-                f"cannot listen on {self.endpoint}: {exc}", endpoint=self.endpoint
-            ) from exc
-        path = ipc_path(self.endpoint)
-        if path is not None:
-            path.chmod(0o600)
-        self._socket = sock
+        self._socket = bind_router(self._context, self.endpoint)
 
     async def serve(self) -> None:
         """Receive requests until cancelled; each is handled in a task of its own."""

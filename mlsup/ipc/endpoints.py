@@ -5,12 +5,16 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
-from mlsup.errors import ConfigError
+import zmq
+
+from mlsup import defaults
+from mlsup.errors import ConfigError, MlsupError
 from mlsup.runtime import ENV_RUNTIME_DIR, ensure_runtime_dir
 
-__all__ = ["check_endpoint", "ipc_endpoint", "ipc_path"]
+__all__ = ["bind_router", "check_endpoint", "ipc_endpoint", "ipc_path"]
 
 # sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_IPC_PATH = 107
@@ -60,3 +64,21 @@ def check_endpoint(endpoint: str) -> str:
             endpoint=endpoint,
         )
     raise ConfigError(f"unsupported endpoint {endpoint!r}: use ipc://PATH or tcp://127.0.0.1:PORT")
+
+
+SocketT = TypeVar("SocketT", bound=zmq.Socket)  # type: ignore[type-arg]
+
+
+def bind_router(context: zmq.Context[SocketT], endpoint: str) -> SocketT:
+    """A ROUTER socket bound to endpoint; an ipc socket file is made private to this user."""
+    sock = context.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, defaults.SOCKET_LINGER_MS)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close(linger=0)
+        raise MlsupError(f"cannot listen on {endpoint}: {exc}", endpoint=endpoint) from exc
+    path = ipc_path(endpoint)
+    if path is not None:
+        path.chmod(0o600)
+    return sock

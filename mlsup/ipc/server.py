@@ -24,7 +24,7 @@ import zmq
 
 from mlsup import defaults
 from mlsup.errors import MlsupError, ProtocolError, RemoteError
-from mlsup.ipc.endpoints import check_endpoint, ipc_path
+from mlsup.ipc.endpoints import bind_router, check_endpoint, ipc_path
 from mlsup.ipc.shm import AttachCache, ShmPool
 from mlsup.ipc.tensors import TensorCodec
 from mlsup.ipc.wire import Kind, Message, decode, peek_request_id
@@ -134,19 +134,7 @@ class Server:
 
     def bind(self) -> None:
         """Bind the endpoint (an ipc socket file is made private to this user)."""
-        sock = self._context.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, defaults.SOCKET_LINGER_MS)
-        try:
-            sock.bind(self.endpoint)
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            raise MlsupError(
-                f"cannot listen on {self.endpoint}: {exc}", endpoint=self.endpoint
-            ) from exc
-        path = ipc_path(self.endpoint)
-        if path is not None:
-            path.chmod(0o600)
-        self._socket = sock
+        self._socket = bind_router(self._context, self.endpoint)
 
     def start(self) -> threading.Thread:
         """Bind if needed and serve in a daemon thread; returns the thread."""
