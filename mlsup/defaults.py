@@ -107,8 +107,8 @@ CALL_TIMEOUT_S = 300.0
 #: How long ``load``/``ensure`` waits for a model to become ready when the caller gives no
 #: deadline: a lease wait plus a load (seconds).
 ENSURE_TIMEOUT_S = 600.0
-#: A caller waiting on a worker checks that it is still alive this often (seconds): a dead
-#: worker becomes WorkerCrashed within this, not at the call's deadline.
+#: A waiting caller wakes this often (seconds) to check its deadline and that its peer is
+#: alive: a dead worker becomes WorkerCrashed within this, and deadlines hold to within it.
 LIVENESS_SLICE_S = 0.1
 #: How long a caller that saw its worker die waits for the supervisor to say how (seconds).
 CRASH_REPORT_WAIT_S = 2.0
