@@ -10,7 +10,9 @@ block. Who may reuse a block when:
 * reply tensors (server → caller) belong to the caller until every view of them is gone; a
   finalizer then queues the block's name, and the caller gives it back with its next message.
 
-CUDA tensors travel through host shared memory (``.cpu()``) for now.
+CUDA tensors travel by CUDA IPC handle (torch's storage sharing: the receiver maps the same
+device memory, nothing is copied) when this process has CUDA; a receiver without CUDA gets a
+ProtocolError. ``TensorCodec(cuda_ipc=False)`` copies them through host memory instead.
 """
 
 from __future__ import annotations
@@ -76,10 +78,12 @@ class TensorCodec:
         cache: AttachCache | None = None,
         *,
         threshold: int = defaults.SHM_THRESHOLD_BYTES,
+        cuda_ipc: bool = True,
     ) -> None:
         self.pool = pool
         self.cache = cache if cache is not None else AttachCache()
         self.threshold = threshold
+        self.cuda_ipc = cuda_ipc
 
     def encode(self, message: Message, *, use_shm: bool = True) -> tuple[list[Any], list[str]]:
         """Frames for message, and the names of the blocks it lent (to take back later)."""
@@ -90,6 +94,8 @@ class TensorCodec:
         def place(obj: Any, frame: int) -> Any:
             if isinstance(obj, np.generic):
                 return obj.item()
+            if self.cuda_ipc and _is_torch_tensor(obj) and obj.device.type == "cuda":
+                return Placed(_cuda_descriptor(obj))
             array, dtype, torch = _as_array(obj)
             nbytes = array.nbytes
             shape = tuple(array.shape)
@@ -136,6 +142,8 @@ class TensorCodec:
         descriptor: TensorDescriptor,
         on_collected: Callable[[str], None] | None,
     ) -> Any:
+        if descriptor.place is Place.CUDA:
+            return _rebuild_cuda(descriptor)
         dtype = _NUMPY_DTYPES[descriptor.dtype]
         if descriptor.place is Place.FRAME:
             raw = np.frombuffer(message.buffers[descriptor.frame], dtype=np.uint8)
@@ -157,6 +165,62 @@ class TensorCodec:
         if descriptor.dtype == "bfloat16":
             tensor = tensor.view(torch.bfloat16)
         return tensor
+
+
+def _cuda_descriptor(tensor: Any) -> TensorDescriptor:
+    """Describe a CUDA tensor by the IPC handle of its storage (torch's own reduction)."""
+    from torch.multiprocessing.reductions import reduce_tensor
+
+    tensor = tensor.detach()
+    _, fields = reduce_tensor(tensor)
+    (_, size, stride, tensor_offset, _, dtype, device, handle, storage_size, storage_offset,
+     _, ref_handle, ref_offset, event_handle, event_sync) = fields  # fmt: skip
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        raise TypeError(f"CUDA tensors of dtype {dtype} cannot travel")
+    cuda = {
+        "stride": list(stride),
+        "tensor_offset": int(tensor_offset),
+        "device": int(device),
+        "handle": bytes(handle),
+        "storage_size_bytes": int(storage_size),
+        "storage_offset_bytes": int(storage_offset),
+        "ref_counter_handle": bytes(ref_handle),
+        "ref_counter_offset": int(ref_offset),
+        "event_handle": bytes(event_handle or b""),
+        "event_sync_required": bool(event_sync),
+    }
+    nbytes = tensor.numel() * tensor.element_size()
+    return TensorDescriptor(name, tuple(size), Place.CUDA, nbytes, torch=True, cuda=cuda)
+
+
+def _rebuild_cuda(descriptor: TensorDescriptor) -> Any:
+    """Open a CUDA tensor another process shared (zero-copy, same device memory)."""
+    try:
+        import torch
+        from torch.multiprocessing.reductions import rebuild_cuda_tensor
+    except ImportError:
+        raise ProtocolError("a CUDA tensor arrived, but torch is not installed here") from None
+    if not torch.cuda.is_available():
+        raise ProtocolError("a CUDA tensor arrived, but CUDA is not available here")
+    cuda = descriptor.cuda or {}
+    return rebuild_cuda_tensor(
+        torch.Tensor,
+        torch.Size(descriptor.shape),
+        tuple(cuda["stride"]),
+        cuda["tensor_offset"],
+        torch.UntypedStorage,
+        getattr(torch, descriptor.dtype),
+        cuda["device"],
+        cuda["handle"],
+        cuda["storage_size_bytes"],
+        cuda["storage_offset_bytes"],
+        False,
+        cuda["ref_counter_handle"],
+        cuda["ref_counter_offset"],
+        cuda["event_handle"] or None,
+        cuda["event_sync_required"],
+    )
 
 
 def _substitute(value: Any, arrays: list[Any], depth: int = 0) -> Any:

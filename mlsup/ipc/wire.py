@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
@@ -106,6 +106,7 @@ class Place(str, enum.Enum):
 
     FRAME = "frame"  #: a frame after the header (small tensors)
     SHM = "shm"  #: a block of a pooled POSIX shared-memory segment (large tensors)
+    CUDA = "cuda"  #: a torch CUDA tensor, shared by CUDA IPC handle (never copied to the host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +114,9 @@ class TensorDescriptor:
     """Where one tensor's bytes are and how to view them.
 
     ``frame`` is the index among the buffer frames (place FRAME); ``segment`` and ``offset``
-    locate the bytes in shared memory (place SHM). ``torch`` asks the receiver for a torch
-    tensor rather than a numpy array.
+    locate the bytes in shared memory (place SHM); ``cuda`` holds the CUDA IPC handle of the
+    tensor's storage and its layout (place CUDA, see :data:`CUDA_FIELDS`). ``torch`` asks the
+    receiver for a torch tensor rather than a numpy array.
     """
 
     dtype: str
@@ -125,6 +127,7 @@ class TensorDescriptor:
     segment: str = ""
     offset: int = 0
     torch: bool = False
+    cuda: Mapping[str, Any] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -135,9 +138,11 @@ class TensorDescriptor:
         }
         if self.place is Place.FRAME:
             data["frame"] = self.frame
-        else:
+        elif self.place is Place.SHM:
             data["segment"] = self.segment
             data["offset"] = self.offset
+        else:
+            data["cuda"] = dict(self.cuda or {})
         if self.torch:
             data["torch"] = True
         return data
@@ -337,7 +342,41 @@ def _releases(releases: Any) -> list[str]:
 _DESCRIPTOR_KEYS: Final = {
     Place.FRAME: frozenset({"dtype", "shape", "place", "nbytes", "frame", "torch"}),
     Place.SHM: frozenset({"dtype", "shape", "place", "nbytes", "segment", "offset", "torch"}),
+    Place.CUDA: frozenset({"dtype", "shape", "place", "nbytes", "cuda", "torch"}),
 }
+
+#: The fields of a CUDA IPC descriptor (those of torch's ``rebuild_cuda_tensor``), by type.
+#: ``bytes`` fields are opaque driver handles, bounded in size.
+CUDA_FIELDS: Final[dict[str, type]] = {
+    "stride": list,
+    "tensor_offset": int,
+    "device": int,
+    "handle": bytes,
+    "storage_size_bytes": int,
+    "storage_offset_bytes": int,
+    "ref_counter_handle": bytes,
+    "ref_counter_offset": int,
+    "event_handle": bytes,
+    "event_sync_required": bool,
+}
+_MAX_HANDLE_BYTES: Final = 256
+
+
+def _cuda_fields(raw: Any, ndim: int, index: int) -> dict[str, Any]:
+    if type(raw) is not dict or set(raw) != set(CUDA_FIELDS):
+        raise ProtocolError(
+            f"tensor {index}: a CUDA descriptor needs exactly {sorted(CUDA_FIELDS)}"
+        )
+    for key, kind in CUDA_FIELDS.items():
+        value = raw[key]
+        if type(value) is not kind or (isinstance(value, int) and value < 0):
+            raise ProtocolError(f"tensor {index}: CUDA field {key} must be a {kind.__name__}")
+        if isinstance(value, bytes) and len(value) > _MAX_HANDLE_BYTES:
+            raise ProtocolError(f"tensor {index}: CUDA handle {key} is too long")
+    stride = raw["stride"]
+    if len(stride) != ndim or not all(type(s) is int and s >= 0 for s in stride):
+        raise ProtocolError(f"tensor {index}: CUDA stride must have one size per dimension")
+    return dict(raw)
 
 
 def _int(raw: dict[str, Any], key: str, index: int) -> int:
@@ -386,6 +425,9 @@ def _descriptor(raw: Any, index: int, nbuffers: int) -> TensorDescriptor:
         if frame >= nbuffers:
             raise ProtocolError(f"tensor {index}: frame {frame} but only {nbuffers} buffer frames")
         return TensorDescriptor(dtype, tuple(shape), place, nbytes, frame=frame, torch=torch)
+    if place is Place.CUDA:
+        cuda = _cuda_fields(raw.get("cuda"), len(shape), index)
+        return TensorDescriptor(dtype, tuple(shape), place, nbytes, torch=True, cuda=cuda)
     segment = raw.get("segment")
     if not isinstance(segment, str) or not SEGMENT_NAME.fullmatch(segment):
         raise ProtocolError(f"tensor {index}: foreign shared-memory segment name {segment!r}")

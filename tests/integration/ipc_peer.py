@@ -18,6 +18,8 @@ from mlsup.ipc.server import Server
 
 
 def digest(array: Any) -> str:
+    if hasattr(array, "cpu"):  # a torch tensor, maybe on the GPU
+        array = array.cpu().numpy()
     return hashlib.sha256(np.ascontiguousarray(array).view(np.uint8).reshape(-1).data).hexdigest()
 
 
@@ -25,7 +27,10 @@ def main() -> None:
     interval = float(sys.argv[2]) if len(sys.argv) > 2 else 5.0
     server = Server(sys.argv[1], borrower_check_interval=interval)
     server.register("echo", lambda args: args)
-    server.register("digest", lambda args: {"sha256": digest(args), "dtype": str(args.dtype)})
+    server.register(
+        "digest",
+        lambda args: {"sha256": digest(args), "dtype": str(args.dtype).removeprefix("torch.")},
+    )
     server.register("double", lambda args: np.asarray(args) * 2)
     server.register("sleep", time.sleep)
 

@@ -214,3 +214,17 @@ def test_a_closed_server_removes_its_socket_and_segments(peer: Peer) -> None:
     path = ipc_path(peer.endpoint)
     assert path is not None and not path.exists()
     assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"mlsup-{peer.pid}-")]
+
+
+@pytest.mark.gpu
+def test_cuda_tensors_travel_by_ipc_handle(peer: Peer) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    tensor = torch.arange(1 << 20, dtype=torch.float32, device="cuda").reshape(1024, 1024)
+    with Client(peer.endpoint, timeout=30) as client:
+        # The peer gets a CUDA tensor sharing our memory, and its digest is of the same bytes.
+        seen = client.call("digest", tensor)
+        assert seen["sha256"] == sha256(tensor.cpu().numpy())
+        back = client.call("echo", tensor)
+    assert back.is_cuda and torch.equal(back, tensor)

@@ -220,3 +220,47 @@ def test_unsendable_objects_are_a_protocol_error() -> None:
         codec.encode(Message(Kind.REQUEST, 1, op="x", args={"f": object()}))
     with pytest.raises(ProtocolError, match="cannot travel"):
         codec.encode(Message(Kind.REQUEST, 1, op="x", args=np.array([object()])))
+
+
+def cuda_descriptor(**changes: Any) -> dict[str, Any]:
+    cuda = {
+        "stride": [1], "tensor_offset": 0, "device": 0, "handle": b"h" * 64,
+        "storage_size_bytes": 24, "storage_offset_bytes": 0, "ref_counter_handle": b"r" * 16,
+        "ref_counter_offset": 0, "event_handle": b"e" * 64, "event_sync_required": True,
+    }  # fmt: skip
+    cuda.update(changes)
+    return {"dtype": "float32", "shape": [6], "place": "cuda", "nbytes": 24, "cuda": cuda}
+
+
+def test_cuda_descriptors_are_validated_without_cuda() -> None:
+    message = decode([pack(header_of(t=[cuda_descriptor()]))])
+    (tensor,) = message.tensors
+    assert tensor.place.value == "cuda" and tensor.torch and tensor.cuda is not None
+    assert tensor.cuda["handle"] == b"h" * 64
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"handle": "not bytes"},
+        {"handle": b"x" * 1000},
+        {"stride": [1, 1]},
+        {"device": -1},
+        {"event_sync_required": 1},
+        {"extra": 1},
+    ],
+)
+def test_hostile_cuda_descriptors_are_refused(changes: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError):
+        decode([pack(header_of(t=[cuda_descriptor(**changes)]))])
+
+
+def test_a_cuda_tensor_without_cuda_here_is_a_protocol_error() -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    message = decode([pack(header_of(t=[cuda_descriptor()]))])
+    with pytest.raises(ProtocolError, match="CUDA is not available"):
+        codec.decode_args(message)
