@@ -34,9 +34,9 @@ MAX_ARG_DEPTH = 32
 # --- Shared memory -----------------------------------------------------------------------------
 
 #: Tensors of at least this many bytes travel through shared memory; smaller ones as frames.
-#: Chosen by ``mlsup bench ipc`` (frame vs shm crossover, see README): below 64 KiB a frame
-#: copy is cheaper than the bookkeeping of a pooled block.
-SHM_THRESHOLD_BYTES = 64 << 10
+#: Chosen by ``mlsup bench ipc`` ("threshold choice" rows): a frame wins at 4 KiB (174 vs
+#: 215 us), shared memory from 16 KiB on (226 vs 251 us; 206 vs 326 us at 256 KiB).
+SHM_THRESHOLD_BYTES = 16 << 10
 #: Smallest shared-memory segment created; blocks are rounded up to a power of two above it.
 SHM_MIN_SEGMENT_BYTES = 1 << 20
 #: Free segments kept for reuse by one pool (bytes). Beyond it, released segments are unlinked.

@@ -27,7 +27,16 @@ import numpy as np
 from mlsup import defaults
 from mlsup.errors import ProtocolError
 from mlsup.ipc.shm import AttachCache, ShmPool
-from mlsup.ipc.wire import DTYPES, Message, Place, Placed, TensorDescriptor, TensorRef, encode
+from mlsup.ipc.wire import (
+    DTYPES,
+    Message,
+    Place,
+    Placed,
+    TensorDescriptor,
+    TensorRef,
+    encode,
+    encode_plain,
+)
 
 __all__ = ["TensorCodec"]
 
@@ -87,7 +96,9 @@ class TensorCodec:
 
     def encode(self, message: Message, *, use_shm: bool = True) -> tuple[list[Any], list[str]]:
         """Frames for message, and the names of the blocks it lent (to take back later)."""
-
+        plain = encode_plain(message)
+        if plain is not None:
+            return [plain], []
         lent: list[str] = []
         pool = self.pool if use_shm else None
 

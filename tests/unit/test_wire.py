@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 from mlsup import defaults
 from mlsup.errors import ProtocolError
 from mlsup.ipc.tensors import TensorCodec
-from mlsup.ipc.wire import Kind, Message, TensorRef, decode, peek_request_id
+from mlsup.ipc.wire import Kind, Message, TensorRef, decode, encode, peek_request_id
 
 codec = TensorCodec(pool=None)  # frames only: pure, no shared memory
 
@@ -264,3 +264,17 @@ def test_a_cuda_tensor_without_cuda_here_is_a_protocol_error() -> None:
     message = decode([pack(header_of(t=[cuda_descriptor()]))])
     with pytest.raises(ProtocolError, match="CUDA is not available"):
         codec.decode_args(message)
+
+
+@given(args=plain, rid=st.integers(0, 2**63 - 1), op=st.text(min_size=1, max_size=30))
+def test_the_plain_fast_path_makes_the_same_bytes(args: Any, rid: int, op: str) -> None:
+    from mlsup.ipc.wire import encode_plain
+
+    message = Message(Kind.REQUEST, rid, op=op, args=args)
+    assert encode_plain(message) == bytes(encode(message)[0])
+
+
+def test_the_plain_fast_path_declines_tensors() -> None:
+    from mlsup.ipc.wire import encode_plain
+
+    assert encode_plain(Message(Kind.REPLY, 1, args={"x": np.zeros(3)})) is None
