@@ -23,22 +23,23 @@ import zmq
 
 from mlsup.bench.ipc import latencies, peer
 from mlsup.bench.rows import Row, gpu_count, not_run, percentile
-from mlsup.bench.supervised import supervisor
+from mlsup.bench.supervised import probe_model, supervisor
 from mlsup.bench.workloads import by_kind
 
 __all__ = ["run"]
 
 SUITE = "proxy"
 MiB = 1 << 20
-_PROBE = '[models.probe]\nloader = "probe"\npath = "{path}"\n\n'
 
 
 def interleaved(
     ours: Callable[[], object], base: Callable[[], object], count: int, blocks: int = 4
 ) -> tuple[list[float], list[float]]:
-    """Latencies (s) of ``count`` calls each, alternating ``blocks`` blocks, after a warm-up."""
-    ours()
-    base()
+    """Latencies (s) of ``count`` calls each, alternating ``blocks`` blocks, after a warm-up
+    (the first calls of a fresh process are slow: lazy runtime initialization)."""
+    for _ in range(3):
+        ours()
+        base()
     mine: list[float] = []
     theirs: list[float] = []
     per_block = max(1, count // blocks)
@@ -173,8 +174,7 @@ def run(quick: bool = False) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="mlsup-bench-") as tmp:
         directory = Path(tmp)
         os.chmod(directory, 0o700)
-        (directory / "probe.txt").write_text("probe\n")
-        models = _PROBE.format(path=directory / "probe.txt")
+        models = probe_model()
         models += by_kind("minilm").manifest() + by_kind("smollm2").manifest()
         with supervisor(models) as running, running.client(timeout=120) as sup:
             for kind in ("probe", "minilm", "smollm2"):

@@ -3,6 +3,7 @@ and leaving nothing behind (processes, sockets, shared memory, Redis keys)."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 import uuid
@@ -15,7 +16,15 @@ from mlsup.ipc.shm import sweep_orphans
 from mlsup.testing.redis import test_redis
 from mlsup.testing.supervisor import RunningSupervisor, manifest
 
-__all__ = ["phases", "supervisor", "timed"]
+__all__ = ["phases", "probe_model", "supervisor", "timed"]
+
+
+def probe_model(model_id: str = "probe", **extra: Any) -> str:
+    """The TOML of a :class:`~mlsup.testing.loaders.ProbeLoader` model (``extra``: more keys,
+    e.g. ``priority``, ``vram_mb``, ``idle_timeout_s``)."""
+    lines = [f"[models.{model_id}]", 'loader = "probe"', 'path = "probe.txt"']
+    lines += [f"{key} = {json.dumps(value)}" for key, value in extra.items()]
+    return "\n".join(lines) + "\n\n"
 
 
 @contextmanager

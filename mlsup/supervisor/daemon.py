@@ -398,6 +398,7 @@ class Supervisor:
         record.endpoint = None
         await self._release(record)
         self.log(f"{record.id}: unloaded ({reason})")
+        record.mark("unloaded")
         await record.fire(Event.DRAINED)
 
     async def _release(self, record: ModelRecord) -> None:
