@@ -165,7 +165,7 @@ def _gpu_row() -> Row:
     name = "CUDA tensor 4 MiB in and out (CUDA IPC)"
     if gpu_count() == 0:
         return not_run(SUITE, name, "ms", "no GPU")
-    return not_run(SUITE, name, "ms", "the IPC layer has no CUDA IPC path yet")
+    return not_run(SUITE, name, "ms", "the bench does not drive CUDA tensors yet")
 
 
 def run(quick: bool = False) -> list[Row]:

@@ -16,6 +16,7 @@ from mlsup.bench.rows import Row
 
 __all__ = ["target_limit", "write_report"]
 
+_NO_REASON = "this suite records no measured reason yet: see its rows below"
 _RATIO_TARGET = re.compile(r"^\s*(<=|>=|<|>)\s*([0-9.]+)x")
 
 
@@ -131,7 +132,7 @@ def write_report(directory: Path, rows: Sequence[Row], machine: dict[str, Any]) 
         value = "-" if row.value is None else f"{row.value:.4g} {row.unit}"
         if row.ratio is not None:
             value += f" ({row.ratio:.2f}x)"
-        reason = (row.note or "") if not row.met else ""
+        reason = "" if row.met or row.value is None else (row.note or _NO_REASON)
         out.append(f"| {row.suite} | {row.name} | {value} | {row.target or ''} | {verdict} | "
                    f"{reason} |")  # fmt: skip
     if _ratio_chart(rows, directory / "ratios.png"):

@@ -4,6 +4,7 @@ and leaving nothing behind (processes, sockets, shared memory, Redis keys)."""
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 import uuid
@@ -44,6 +45,10 @@ def supervisor(
         try:
             running.start()
             yield running
+        except BaseException:
+            # The supervisor's side of a failure lives in its log, which goes with tmp.
+            print(running.output()[-6000:], file=sys.stderr)
+            raise
         finally:
             if running.process is not None:
                 running.stop()

@@ -45,7 +45,8 @@ class ModelRecord:
     #: When each lifecycle step last happened (``time.monotonic()``, which is system-wide on
     #: Linux, so other processes on the host can compare): ``lease_requested``,
     #: ``lease_granted``, ``spawned``, ``worker_started`` (its first report), ``ready``,
-    #: ``exited`` (an unexpected end), ``unloaded`` (drained). Shown in status rows: it breaks a cold start or a recovery into phases.
+    #: ``exited`` (an unexpected end), ``unloaded`` (drained). Shown in status rows: it breaks
+    #: a cold start or a recovery into phases.
     timeline: dict[str, float] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
