@@ -15,4 +15,8 @@ __all__ = ["SUITES", "Row", "machine_info"]
 SUITES: dict[str, str] = {
     "ipc": "mlsup.bench.ipc",
     "leases": "mlsup.bench.leases",
+    "proxy": "mlsup.bench.proxy",
+    "load": "mlsup.bench.load",
+    "infer": "mlsup.bench.infer",
+    "recovery": "mlsup.bench.recovery",
 }

@@ -1,10 +1,11 @@
-"""``mlsup bench [SUITE...] [--json PATH] [--quick]``."""
+"""``mlsup bench [SUITE...] [--json PATH] [--report DIR] [--quick]``."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import time
 from pathlib import Path
 
 from mlsup.bench import SUITES
@@ -30,6 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the rows as JSON here")
     parser.add_argument(
+        "--report", type=Path, metavar="DIR", help="write DIR/REPORT.md with PNG charts"
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="small sizes and few iterations (a smoke test)"
     )
     parser.set_defaults(func=run)
@@ -45,13 +49,22 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     rows: list[Row] = []
+    started = time.monotonic()
     for name in names:
         print(f"running suite {name}...", file=sys.stderr, flush=True)
+        suite_started = time.monotonic()
         suite = importlib.import_module(SUITES[name])
         suite_rows: list[Row] = suite.run(quick=args.quick)
         rows.extend(suite_rows)
-    print(format_table(rows))
+        print(format_table(suite_rows), flush=True)
+        print(f"suite {name}: {time.monotonic() - suite_started:.1f} s", file=sys.stderr)
+    print(f"all suites: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    machine = machine_info()
     if args.json is not None:
-        write_json(args.json, rows, machine_info())
+        write_json(args.json, rows, machine)
         print(f"wrote {args.json}", file=sys.stderr)
+    if args.report is not None:
+        from mlsup.bench.report import write_report
+
+        print(f"wrote {write_report(args.report, rows, machine)}", file=sys.stderr)
     return 0

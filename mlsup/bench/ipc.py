@@ -28,14 +28,16 @@ import zmq
 from mlsup.bench.rows import Row, percentile
 from mlsup.ipc.client import Client
 
-__all__ = ["run"]
+__all__ = ["latencies", "peer", "run"]
 
 SUITE = "ipc"
 MiB = 1 << 20
 
 
 @contextlib.contextmanager
-def _peer(mode: str, directory: Path) -> Iterator[str]:
+def peer(mode: str, directory: Path) -> Iterator[str]:
+    """A serving peer process (:mod:`mlsup.bench.ipc_peer` MODE) bound in directory; its
+    endpoint."""
     endpoint = f"ipc://{directory}/{mode}.sock"
     process = subprocess.Popen(
         [sys.executable, "-m", "mlsup.bench.ipc_peer", mode, endpoint],
@@ -52,7 +54,8 @@ def _peer(mode: str, directory: Path) -> Iterator[str]:
         process.wait(5)
 
 
-def _latencies(call: Callable[[], object], count: int, idle: float = 0.0) -> list[float]:
+def latencies(call: Callable[[], object], count: int, idle: float = 0.0) -> list[float]:
+    """Seconds each of ``count`` calls took, sleeping ``idle`` before each."""
     samples = []
     for _ in range(count):
         if idle:
@@ -66,7 +69,7 @@ def _latencies(call: Callable[[], object], count: int, idle: float = 0.0) -> lis
 def _best_rate(nbytes: int, call: Callable[[], object], repeat: int) -> float:
     """Bytes per second of the median of repeat calls, after one warm-up call."""
     call()
-    samples = _latencies(call, repeat)
+    samples = latencies(call, repeat)
     return nbytes / percentile(samples, 50)
 
 
@@ -78,7 +81,7 @@ def _pickle_call(sock: zmq.Socket[bytes], array: np.ndarray[Any, Any]) -> None:
 def _round_trip_rows(directory: Path, quick: bool) -> list[Row]:
     hot, idle = (300, 20) if quick else (5000, 200)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    with _peer("rep", directory) as raw_endpoint, _peer("mlsup", directory) as our_endpoint:
+    with peer("rep", directory) as raw_endpoint, peer("mlsup", directory) as our_endpoint:
         raw = context.socket(zmq.REQ)
         raw.connect(raw_endpoint)
 
@@ -97,8 +100,8 @@ def _round_trip_rows(directory: Path, quick: bool) -> list[Row]:
                 ours: list[float] = []
                 base: list[float] = []
                 for _ in range(4):
-                    base += _latencies(raw_call, count // 4, pause)
-                    ours += _latencies(our_call, count // 4, pause)
+                    base += latencies(raw_call, count // 4, pause)
+                    ours += latencies(our_call, count // 4, pause)
                 results[label] = (ours, base)
         raw.close(linger=0)
     rows = []
@@ -125,7 +128,7 @@ def _transfer_rows(directory: Path, quick: bool) -> list[Row]:
     sizes = [1, 16] if quick else [1, 16, 256]
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     rows = []
-    with _peer("mlsup", directory) as our_endpoint, _peer("pickle", directory) as pickle_endpoint:
+    with peer("mlsup", directory) as our_endpoint, peer("pickle", directory) as pickle_endpoint:
         raw = context.socket(zmq.REQ)
         raw.connect(pickle_endpoint)
         with Client(our_endpoint, timeout=60) as client:
@@ -174,15 +177,15 @@ def _threshold_rows(directory: Path, quick: bool) -> list[Row]:
     sizes_kib = [16, 64, 256] if quick else [4, 16, 64, 256, 1024]
     rows = []
     with (
-        _peer("mlsup", directory) as endpoint,
+        peer("mlsup", directory) as endpoint,
         Client(endpoint, timeout=10, threshold=1 << 62) as frames,
         Client(endpoint, timeout=10, threshold=0) as shm,
     ):
         for kib in sizes_kib:
             array = np.ones(kib * 1024, dtype=np.uint8)
             count = 50 if quick else 400
-            by_frame = percentile(_latencies(partial(frames.call, "touch", array), count), 50)
-            by_shm = percentile(_latencies(partial(shm.call, "touch", array), count), 50)
+            by_frame = percentile(latencies(partial(frames.call, "touch", array), count), 50)
+            by_shm = percentile(latencies(partial(shm.call, "touch", array), count), 50)
             rows.append(
                 Row(
                     SUITE,

@@ -8,12 +8,20 @@ import platform
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Row", "format_table", "machine_info", "percentile", "write_json"]
+__all__ = [
+    "Row",
+    "format_table",
+    "gpu_count",
+    "machine_info",
+    "not_run",
+    "percentile",
+    "write_json",
+]
 
 
 @dataclass(frozen=True)
@@ -22,29 +30,46 @@ class Row:
 
     ``ratio`` is ``value / baseline_value``: for latencies lower is better, for throughputs
     (unit ending in ``/s``) higher is better. ``target`` states the goal in words, and
-    ``met`` whether this run reached it (None where no target applies).
+    ``met`` whether this run reached it (None where no target applies). ``value`` is None
+    for a row that was not run (``note`` says why, e.g. "not run: no GPU"); ``note`` also
+    carries the measured reason when a target is missed. ``samples`` and
+    ``baseline_samples`` (seconds or the row's unit) feed the report's distribution charts;
+    they stay out of the JSON.
     """
 
     suite: str
     name: str
     unit: str
-    value: float
+    value: float | None
     baseline: str | None = None
     baseline_value: float | None = None
     target: str | None = None
     met: bool | None = None
+    note: str | None = None
+    samples: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    baseline_samples: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def ratio(self) -> float | None:
-        if self.baseline_value in (None, 0):
+        """``value / baseline_value``, or None when either is missing (or the baseline is 0)."""
+        if self.value is None or not self.baseline_value:
             return None
-        assert self.baseline_value is not None
         return self.value / self.baseline_value
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        """The row as plain data: every field but the samples, plus ``ratio``."""
+        data = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("samples", "baseline_samples")
+        }
         data["ratio"] = self.ratio
         return data
+
+
+def not_run(suite: str, name: str, unit: str, why: str) -> Row:
+    """A row that could not be measured on this machine, saying why."""
+    return Row(suite, name, unit, None, note=f"not run: {why}")
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -100,6 +125,11 @@ def _gpus() -> list[dict[str, Any]]:
         pynvml.nvmlShutdown()
 
 
+def gpu_count() -> int:
+    """How many GPUs NVML finds (0 without a driver)."""
+    return len(_gpus())
+
+
 def machine_info() -> dict[str, Any]:
     """What the numbers were measured on: CPU, cores, memory, GPUs, versions."""
     import psutil
@@ -125,11 +155,13 @@ def format_table(rows: Iterable[Row]) -> str:
     for row in rows:
         ratio = row.ratio
         target = "" if row.target is None else f"{row.target} {'ok' if row.met else 'MISSED'}"
+        if row.value is None:
+            target = row.note or "not run"
         lines.append(
             (
                 row.suite,
                 row.name,
-                f"{row.value:.4g}",
+                "-" if row.value is None else f"{row.value:.4g}",
                 row.unit,
                 "" if row.baseline_value is None else f"{row.baseline} {row.baseline_value:.4g}",
                 "" if ratio is None else f"{ratio:.2f}x",

@@ -256,6 +256,7 @@ class Supervisor:
         """LEASING → STARTING: lease (unless still held after a crash), then spawn."""
         if record.lease is None or not record.lease.held:
             record.lease = None
+            record.mark("lease_requested")
             try:
                 vram_mb = record.estimate_mb
                 if vram_mb is None:
@@ -274,6 +275,7 @@ class Supervisor:
                 await record.fire(Event.LEASE_FAILED)
                 return
             record.lease = lease
+            record.mark("lease_granted")
             lease.on_preempt(lambda request: self._preempted(record, request))
         await record.fire(Event.LEASE_GRANTED)
         self._spawn_worker(record)
@@ -303,6 +305,7 @@ class Supervisor:
             "heartbeat_s": self.settings.heartbeat_s,
         }
         worker = WorkerProcess(self._context, run_worker, config)
+        record.mark("spawned")
         worker.start()
         record.worker = worker
         self._save_state()
@@ -318,6 +321,7 @@ class Supervisor:
         worker.close()
         if record.worker is not worker:
             return
+        record.mark("exited")
         record.worker = None
         record.endpoint = None
         record.last_exit = describe_exit(code)
@@ -394,6 +398,7 @@ class Supervisor:
         record.endpoint = None
         await self._release(record)
         self.log(f"{record.id}: unloaded ({reason})")
+        record.mark("unloaded")
         await record.fire(Event.DRAINED)
 
     async def _release(self, record: ModelRecord) -> None:
@@ -506,13 +511,17 @@ class Supervisor:
         record.memory_mb = args.get("memory_mb")
         record.last_activity = time.monotonic()
         record.stage = ""
+        record.mark("ready")
         self.log(
             f"{record.id}: ready in {args.get('load_s', 0):.2f} s, {record.memory_mb} MB measured"
         )
         await record.fire(Event.WORKER_READY)
 
     async def _worker_progress(self, args: Any) -> None:
-        self._worker_record(args).stage = str(_mapping(args).get("stage", ""))
+        record = self._worker_record(args)
+        if record.timeline.get("worker_started", 0.0) < record.timeline.get("spawned", 0.0):
+            record.mark("worker_started")  # its first report: the process runs our code
+        record.stage = str(_mapping(args).get("stage", ""))
 
     async def _worker_heartbeat(self, args: Any) -> None:
         record = self._worker_record(args)

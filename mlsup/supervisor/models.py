@@ -42,6 +42,12 @@ class ModelRecord:
     reason: str | None = None  #: why it was last drained or failed
     error: MlsupError | None = None  #: what callers waiting for it are told
     oom_reported: bool = False
+    #: When each lifecycle step last happened (``time.monotonic()``, which is system-wide on
+    #: Linux, so other processes on the host can compare): ``lease_requested``,
+    #: ``lease_granted``, ``spawned``, ``worker_started`` (its first report), ``ready``,
+    #: ``exited`` (an unexpected end), ``unloaded`` (drained). Shown in status rows: it breaks
+    #: a cold start or a recovery into phases.
+    timeline: dict[str, float] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -54,6 +60,10 @@ class ModelRecord:
         self.state = next_state(self.state, event)
         async with self.changed:
             self.changed.notify_all()
+
+    def mark(self, step: str) -> None:
+        """Record that lifecycle step happened now (see :attr:`timeline`)."""
+        self.timeline[step] = time.monotonic()
 
     def new_generation(self) -> None:
         """A fresh identity for the next worker: reports from older ones are refused."""
@@ -88,4 +98,5 @@ class ModelRecord:
             "last_exit": self.last_exit,
             "reason": self.reason,
             "error": self.error.to_wire() if self.error is not None else None,
+            "timeline": dict(self.timeline),
         }

@@ -1,0 +1,157 @@
+"""``mlsup bench load``: cold start to first result, and warm worker start.
+
+For each loader kind (:data:`~mlsup.bench.workloads.WORKLOADS`):
+
+* supervised: lease + spawn + load + first call through a running supervisor, split into
+  those phases by the model's status ``timeline``;
+* vs a fresh Python (``python -m mlsup.bench.workloads KIND``: import + load + first call;
+  target: supervised <= 1.0x);
+* vs a load + first call in this warm process (the runtime already imported).
+
+Warm worker start: a process from a template that preloaded the runtimes (multiprocessing
+``forkserver``, as the supervisor does) vs the ``spawn`` context, both running the same
+function, timed until that function runs (target <= 15 ms).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import statistics
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from mlsup.bench.rows import Row, gpu_count, not_run, percentile
+from mlsup.bench.supervised import phases, probe_model, supervisor
+from mlsup.bench.workloads import WORKLOADS, Workload
+
+__all__ = ["run"]
+
+SUITE = "load"
+PHASES = ("lease", "spawn", "load", "first call")
+
+
+def _supervised(running: Any, workload: Workload) -> tuple[float, dict[str, float]]:
+    with running.client(timeout=300) as sup:
+        started = time.monotonic()
+        workload.call(sup.model(workload.kind))
+        done = time.monotonic()
+        row = next(r for r in sup.status() if r["model"] == workload.kind)
+        sup.unload(workload.kind)
+    return done - started, phases(started, row, done)
+
+
+def _fresh_python(workload: Workload) -> float:
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlsup.bench.workloads", workload.kind],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    elapsed = time.monotonic() - started
+    if process.wait(60) != 0 or line != "done":
+        raise RuntimeError(f"the fresh-Python load of {workload.kind} failed")
+    return elapsed
+
+
+def _warm_in_process(workload: Workload) -> float:
+    started = time.monotonic()
+    loader, model = workload.load()
+    workload.call(model)
+    elapsed = time.monotonic() - started
+    loader.unload()
+    return elapsed
+
+
+def _cold_rows(workload: Workload, running: Any, repeat: int) -> list[Row]:
+    supervised, split, fresh, warm = [], [], [], []
+    workload.load()[0].unload()  # import the runtime here once: the warm baseline is warm
+    for _ in range(repeat):
+        total, parts = _supervised(running, workload)
+        supervised.append(total)
+        split.append(parts)
+        fresh.append(_fresh_python(workload))
+        warm.append(_warm_in_process(workload))
+    value, fresh_s, warm_s = (statistics.median(s) * 1e3 for s in (supervised, fresh, warm))
+    parts = {p: statistics.median(s[p] for s in split) * 1e3 for p in PHASES}
+    met = value <= fresh_s
+    note = None
+    if not met:
+        top = max(parts, key=lambda p: parts[p])
+        note = (
+            f"the supervised path took {value - fresh_s:.0f} ms longer than a fresh Python; its "
+            f"largest phase is {top} ({parts[top]:.0f} ms); phases: "
+            + ", ".join(f"{p} {ms:.0f} ms" for p, ms in parts.items())
+        )
+    name = f"cold start {workload.kind} ({workload.loader})"
+    rows = [
+        Row(SUITE, name, "ms", value, "fresh Python: import + load + call", fresh_s,
+            "<= 1.0x", met, note, tuple(supervised), tuple(fresh)),
+        Row(SUITE, f"{name} vs warm process", "ms", value, "load + call in a warm process",
+            warm_s, samples=tuple(supervised), baseline_samples=tuple(warm)),
+    ]  # fmt: skip
+    rows += [Row(SUITE, f"{name}: {p} phase", "ms", ms) for p, ms in parts.items()]
+    return rows
+
+
+def _started(conn: Connection) -> None:
+    """The worker function of the warm-start rows: say "running" and exit."""
+    conn.send(time.monotonic())
+    conn.close()
+
+
+def _start_ms(context: Any, repeat: int) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        receive, send = multiprocessing.Pipe(duplex=False)
+        process = context.Process(target=_started, args=(send,))
+        started = time.monotonic()
+        process.start()
+        running_at: float = receive.recv()
+        samples.append((running_at - started) * 1e3)
+        process.join()
+        send.close()
+        receive.close()
+    return samples
+
+
+def _warm_start_rows(repeat: int) -> list[Row]:
+    from mlsup.supervisor.daemon import _ALWAYS_PRELOAD
+
+    template = multiprocessing.get_context("forkserver")
+    template.set_forkserver_preload([*_ALWAYS_PRELOAD, "mlsup.bench.load"])
+    _start_ms(template, 1)  # start the template itself (the supervisor does so at start)
+    warm = _start_ms(template, repeat)
+    plain = _start_ms(multiprocessing.get_context("spawn"), max(3, repeat // 4))
+    value = statistics.median(warm)
+    note = None
+    if value > 15:
+        note = f"p50 {value:.1f} ms, p99 {percentile(warm, 99):.1f} ms from fork to the function"
+    return [
+        Row(SUITE, "warm worker start p50 (template fork)", "ms", value,
+            "multiprocessing spawn, same function", statistics.median(plain), "<= 15 ms",
+            value <= 15, note, tuple(warm), tuple(plain)),
+    ]  # fmt: skip
+
+
+def run(quick: bool = False) -> list[Row]:
+    """Cold starts of every loader kind and the warm worker start; ``quick``: one of each."""
+    repeat = 1 if quick else 3
+    models = "".join(w.manifest() for w in WORKLOADS) + probe_model()
+    rows: list[Row] = []
+    with supervisor(models) as running:
+        # The supervisor answers before its template has finished importing the runtimes; the
+        # first worker would pay for those imports. Measure the steady state.
+        with running.client(timeout=300) as sup:
+            sup.load("probe")
+            sup.unload("probe")
+        for workload in WORKLOADS:
+            rows += _cold_rows(workload, running, repeat)
+    rows += _warm_start_rows(10 if quick else 100)
+    name = "cold start on a real GPU (NVML-measured VRAM)"
+    why = "no GPU" if gpu_count() == 0 else "the simulated-GPU bench does not drive real VRAM yet"
+    rows.append(not_run(SUITE, name, "ms", why))
+    return rows
