@@ -109,6 +109,17 @@ def _call_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     return {"args": list(args), "kwargs": kwargs}
 
 
+def _cleanly_unloaded(pid: int, row: Mapping[str, Any] | None) -> bool:
+    """Whether the worker was stopped on purpose (idle, unload): it finished the request in
+    hand and dropped the rest unread, so a call that got no answer was never run."""
+    return (
+        row is not None
+        and row["pid"] != pid
+        and row.get("last_exit") == "exited with code 0"
+        and row.get("reason") != "preempted"
+    )
+
+
 def _lost_worker(model: str, pid: int, row: Mapping[str, Any] | None) -> MlsupError:
     """What a caller is told when the worker it was talking to went away."""
     if row is not None and row.get("reason") == "preempted":
@@ -243,6 +254,7 @@ class ModelProxy:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._worker: tuple[int, int, Client] | None = None  # generation, pid, client
+        self._checked_at = 0.0  # when the worker's pid was last seen alive
 
     # The kit's model methods.
     def chat(self, messages: list[dict[str, Any]], stream: bool = False, **gen: Any) -> Any:
@@ -293,7 +305,13 @@ class ModelProxy:
     def _connect(self, deadline: _Deadline) -> tuple[int, int, Client]:
         with self._lock:
             if self._worker is not None:
+                # Checking the pid costs a syscall and a /proc read: once a liveness slice is
+                # enough (a worker that dies in between is caught during the call).
+                now = time.monotonic()
+                if now - self._checked_at < defaults.LIVENESS_SLICE_S:
+                    return self._worker
                 if process_alive(self._worker[1]):
+                    self._checked_at = now
                     return self._worker
                 self._worker[2].close()  # unloaded or crashed since: ask again
                 self._worker = None
@@ -308,7 +326,7 @@ class ModelProxy:
             self._worker = (row["generation"], row["pid"], client)
             return self._worker
 
-    def _lost(self, generation: int, pid: int) -> MlsupError:
+    def _lost(self, generation: int, pid: int) -> tuple[MlsupError, bool]:
         with self._lock:
             if self._worker is not None and self._worker[0] == generation:
                 self._worker[2].close()
@@ -322,7 +340,7 @@ class ModelProxy:
             except SupervisorUnavailable:
                 row = None
             if row is None or row["pid"] != pid or time.monotonic() > wait_until:
-                return _lost_worker(self.model_id, pid, row)
+                return _lost_worker(self.model_id, pid, row), _cleanly_unloaded(pid, row)
             time.sleep(0.02)
 
     def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
@@ -337,7 +355,9 @@ class ModelProxy:
                     alive=lambda pid=pid: process_alive(pid),  # type: ignore[misc]
                 )  # fmt: skip
             except PeerGone:
-                error = self._lost(generation, pid)
+                error, unread = self._lost(generation, pid)
+                if unread and deadline.remaining > 0:
+                    continue  # never run: sending it again is safe for any call
             if retries == 0 or not error.retryable or deadline.remaining <= 0:
                 raise error
             retries -= 1
@@ -354,7 +374,7 @@ class ModelProxy:
             try:
                 yield from items
             except PeerGone:
-                raise self._lost(generation, pid) from None
+                raise self._lost(generation, pid)[0] from None
 
         return pieces()
 
@@ -518,7 +538,7 @@ class AsyncModelProxy:
             )
             return self._worker
 
-    async def _lost(self, generation: int, pid: int) -> MlsupError:
+    async def _lost(self, generation: int, pid: int) -> tuple[MlsupError, bool]:
         async with self._lock:
             if self._worker is not None and self._worker[0] == generation:
                 await self._worker[2].close()
@@ -530,7 +550,7 @@ class AsyncModelProxy:
             except SupervisorUnavailable:
                 row = None
             if row is None or row["pid"] != pid or time.monotonic() > wait_until:
-                return _lost_worker(self.model_id, pid, row)
+                return _lost_worker(self.model_id, pid, row), _cleanly_unloaded(pid, row)
             await asyncio.sleep(0.02)
 
     async def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
@@ -546,7 +566,9 @@ class AsyncModelProxy:
                     pid,
                 )
             except PeerGone:
-                error = await self._lost(generation, pid)
+                error, unread = await self._lost(generation, pid)
+                if unread and deadline.remaining > 0:
+                    continue  # never run: sending it again is safe for any call
             if retries == 0 or not error.retryable or deadline.remaining <= 0:
                 raise error
             retries -= 1
@@ -564,7 +586,7 @@ class AsyncModelProxy:
             except StopAsyncIteration:
                 return
             except PeerGone:
-                raise await self._lost(generation, pid) from None
+                raise (await self._lost(generation, pid))[0] from None
             yield item
 
     async def close(self) -> None:

@@ -218,24 +218,30 @@ class Supervisor:
         """Load model_id unless it is loaded; with ``wait``, until READY (or its error)."""
         record = self.record(model_id)
         deadline = time.monotonic() + timeout
-        while record.state is ModelState.DRAINING:
-            await self._wait_for(record, lambda: record.state is not ModelState.DRAINING, deadline)
-        if record.state in (ModelState.UNLOADED, ModelState.FAILED):
-            record.policy.reset()
-            record.error = None
-            record.reason = None
-            record.priority = (
-                priority if priority is not None else Priority.parse(record.spec.priority)
-            )
-            await record.fire(Event.LOAD)
-            record.task = self._spawn_task(self._bring_up(record))
-        if wait:
-            settled = (ModelState.READY, ModelState.UNLOADED, ModelState.FAILED)
+        settled = (ModelState.READY, ModelState.UNLOADED, ModelState.FAILED)
+        while True:
+            while record.state is ModelState.DRAINING:
+                await self._wait_for(
+                    record, lambda: record.state is not ModelState.DRAINING, deadline
+                )
+            if record.state in (ModelState.UNLOADED, ModelState.FAILED):
+                record.policy.reset()
+                record.error = None
+                record.reason = None
+                record.priority = (
+                    priority if priority is not None else Priority.parse(record.spec.priority)
+                )
+                await record.fire(Event.LOAD)
+                record.task = self._spawn_task(self._bring_up(record))
+            if not wait:
+                return record.status()
             await self._wait_for(record, lambda: record.state in settled, deadline)
-            if record.state is not ModelState.READY:
-                assert record.error is not None
+            if record.state is ModelState.READY:
+                return record.status()
+            if record.error is not None:
                 raise record.error
-        return record.status()
+            # Unloaded without an error: an unload or an idle drain came between the model
+            # becoming ready and this waiter running. Load it again, within the deadline.
 
     async def _wait_for(
         self, record: ModelRecord, predicate: Callable[[], bool], deadline: float

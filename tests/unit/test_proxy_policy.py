@@ -26,3 +26,14 @@ from mlsup.proxy import idempotent
 )
 def test_retry_policy(op: str, kwargs: dict[str, Any], expected: bool) -> None:
     assert idempotent(op, kwargs) is expected
+
+
+def test_only_a_clean_unload_makes_an_unanswered_call_safe_to_resend() -> None:
+    from mlsup.proxy import _cleanly_unloaded
+
+    clean = {"pid": None, "last_exit": "exited with code 0", "reason": "idle for 300 s"}
+    assert _cleanly_unloaded(7, clean)
+    assert not _cleanly_unloaded(7, {**clean, "last_exit": "exited with signal SIGKILL"})
+    assert not _cleanly_unloaded(7, {**clean, "reason": "preempted"})
+    assert not _cleanly_unloaded(7, {**clean, "pid": 7})  # the same worker: not known gone
+    assert not _cleanly_unloaded(7, None)
