@@ -109,14 +109,15 @@ CALL_TIMEOUT_S = 300.0
 ENSURE_TIMEOUT_S = 600.0
 #: A waiting caller wakes this often (seconds) to check its deadline and that its peer is
 #: alive: a dead worker becomes WorkerCrashed within this, and deadlines hold to within it.
-LIVENESS_SLICE_S = 0.1
+LIVENESS_SLICE_S = 0.025
 #: How long a caller that saw its worker die waits for the supervisor to say how (seconds).
 CRASH_REPORT_WAIT_S = 2.0
 #: Interval of worker heartbeats to the supervisor (seconds).
 HEARTBEAT_INTERVAL_S = 1.0
 #: Time between SIGTERM and SIGKILL when stopping a worker (seconds).
 TERMINATE_GRACE_S = 5.0
-#: Restart backoff: first delay, factor, and cap (seconds).
+#: Restart backoff (seconds): a first crash respawns at once; the second waits the initial
+#: delay, each further one ``factor`` times longer, up to the cap.
 RESTART_BACKOFF_INITIAL_S = 0.5
 RESTART_BACKOFF_FACTOR = 2.0
 RESTART_BACKOFF_MAX_S = 30.0

@@ -22,8 +22,9 @@ class RestartDecision:
 
 @dataclass
 class RestartPolicy:
-    """Capped exponential backoff; more than ``max_crashes`` crashes within ``window_s`` is
-    flapping, and the model is marked FAILED.
+    """A first crash respawns at once; more within ``window_s`` back off exponentially (capped);
+    more than ``max_crashes`` crashes within ``window_s`` is flapping, and the model is marked
+    FAILED.
 
     ``now`` values are seconds on any monotonic clock, passed in by the caller.
     """
@@ -43,7 +44,8 @@ class RestartPolicy:
         count = len(self._crashes)
         if count > self.max_crashes:
             return RestartDecision(give_up=True, delay_s=0.0, crashes=count)
-        delay = min(self.max_s, self.initial_s * self.factor ** (count - 1))
+        # One crash is an accident: serve again at once. Repeated ones back off.
+        delay = 0.0 if count == 1 else min(self.max_s, self.initial_s * self.factor ** (count - 2))
         return RestartDecision(give_up=False, delay_s=delay, crashes=count)
 
     def reset(self) -> None:

@@ -64,10 +64,10 @@ def test_every_state_is_reachable_and_can_get_back_to_unloaded() -> None:
         assert ModelState.UNLOADED in seen, state
 
 
-def test_backoff_grows_exponentially_up_to_the_cap() -> None:
+def test_a_first_crash_respawns_at_once_then_backoff_grows_up_to_the_cap() -> None:
     policy = RestartPolicy(initial_s=0.5, factor=2, max_s=3, max_crashes=10, window_s=100)
-    delays = [policy.crashed(now=float(t)).delay_s for t in range(6)]
-    assert delays == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+    delays = [policy.crashed(now=float(t)).delay_s for t in range(7)]
+    assert delays == [0.0, 0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
 
 
 def test_more_than_max_crashes_within_the_window_gives_up() -> None:
@@ -82,7 +82,7 @@ def test_old_crashes_fall_out_of_the_window() -> None:
     policy.crashed(0.0)
     policy.crashed(1.0)
     late = policy.crashed(20.0)
-    assert not late.give_up and late.crashes == 1 and late.delay_s == 1
+    assert not late.give_up and late.crashes == 1 and late.delay_s == 0
 
 
 def test_reset_forgets() -> None:
