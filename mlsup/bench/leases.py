@@ -47,6 +47,22 @@ async def _ping_ms(url: str, n: int) -> list[float]:
         await client.aclose()
 
 
+async def _script_ms(url: str, n: int) -> list[float]:
+    """Round trips of the cheapest script call (EVALSHA of ``return 1``)."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        script = client.register_script("return 1")
+        await script()
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            await script()
+            samples.append((time.perf_counter() - start) * 1000)
+        return samples
+    finally:
+        await client.aclose()
+
+
 async def _acquire_release_ms(url: str, prefix: str, n: int) -> list[float]:
     async with GPUBoss(url, prefix, DEVICES, timing=TIMING) as boss:
         await boss.release(await boss.acquire(1, "warmup", gpu=0))
@@ -115,6 +131,7 @@ def _rows(server: TestRedis, quick: bool) -> list[Row]:
     prefix = f"mlsup-bench:{uuid.uuid4().hex[:12]}:"
     try:
         ping = asyncio.run(_ping_ms(server.url, n))
+        script = statistics.median(asyncio.run(_script_ms(server.url, n)))
         lease = asyncio.run(_acquire_release_ms(server.url, prefix, n))
         single_per_s = 1000 / statistics.mean(lease)
         contended = _contention_per_s(server.url, prefix, cycles)
@@ -135,6 +152,15 @@ def _rows(server: TestRedis, quick: bool) -> list[Row]:
             baseline_value=ping_median,
             target="<= 2x PING",
             met=lease_median <= 2 * ping_median,
+            note=None
+            if lease_median <= 2 * ping_median
+            else (
+                f"measured in this run: acquire and release are one script call each, and "
+                f"the cheapest script call (EVALSHA of `return 1`) takes {script:.3f} ms "
+                f"({script / ping_median:.2f}x a PING); the remaining "
+                f"{lease_median - 2 * script:.3f} ms is the admission work: the boss's "
+                "Python around the calls and the Lua scripts' own run time"
+            ),
         ),
         Row(
             SUITE,
