@@ -160,17 +160,16 @@ __all__ = [
 ]
 
 
+#: Lazily imported name -> the module that defines it.
+_LAZY = {**dict.fromkeys(_KIT, "mlsup.kit"), **dict.fromkeys(_PROXY, "mlsup.proxy")}
+
+
 def __getattr__(name: str) -> Any:
-    if name in _PROXY:
-        import mlsup.proxy
-
-        value = getattr(mlsup.proxy, name)
-        globals()[name] = value
-        return value
-    if name not in _KIT:
+    module = _LAZY.get(name)
+    if module is None:
         raise AttributeError(f"module 'mlsup' has no attribute {name!r}")
-    import mlsup.kit
+    import importlib
 
-    value = getattr(mlsup.kit, name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value

@@ -16,7 +16,7 @@ import zmq
 import zmq.asyncio
 
 from mlsup.errors import MlsupError
-from mlsup.ipc.endpoints import bind_router, check_endpoint, ipc_path
+from mlsup.ipc.endpoints import bind_router, check_endpoint, close_router
 from mlsup.ipc.server import Operation, admit, failure
 from mlsup.ipc.tensors import TensorCodec
 from mlsup.ipc.wire import Kind, Message
@@ -89,10 +89,5 @@ class AsyncServer:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._socket is not None:
-            self._socket.close(linger=0)
-            self._socket = None
-        path = ipc_path(self.endpoint)
-        if path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        close_router(self._socket, self.endpoint)
+        self._socket = None

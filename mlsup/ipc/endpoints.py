@@ -14,7 +14,7 @@ from mlsup import defaults
 from mlsup.errors import ConfigError, MlsupError
 from mlsup.runtime import ENV_RUNTIME_DIR, ensure_runtime_dir
 
-__all__ = ["bind_router", "check_endpoint", "ipc_endpoint", "ipc_path"]
+__all__ = ["bind_router", "check_endpoint", "close_router", "ipc_endpoint", "ipc_path"]
 
 # sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_IPC_PATH = 107
@@ -82,3 +82,12 @@ def bind_router(context: zmq.Context[SocketT], endpoint: str) -> SocketT:
     if path is not None:
         path.chmod(0o600)
     return sock
+
+
+def close_router(sock: zmq.Socket | None, endpoint: str) -> None:  # type: ignore[type-arg]
+    """Close a socket from :func:`bind_router` and remove its ipc socket file."""
+    if sock is not None:
+        sock.close(linger=0)
+    path = ipc_path(endpoint)
+    if path is not None:
+        path.unlink(missing_ok=True)

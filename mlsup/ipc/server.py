@@ -11,7 +11,6 @@ their pid (our clients do), so that blocks lent to a process that died are taken
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
 import time
@@ -24,7 +23,7 @@ import zmq
 
 from mlsup import defaults
 from mlsup.errors import MlsupError, ProtocolError, RemoteError
-from mlsup.ipc.endpoints import bind_router, check_endpoint, ipc_path
+from mlsup.ipc.endpoints import bind_router, check_endpoint, close_router
 from mlsup.ipc.shm import AttachCache, ShmPool
 from mlsup.ipc.tensors import TensorCodec
 from mlsup.ipc.wire import Kind, Message, decode, peek_request_id
@@ -166,13 +165,8 @@ class Server:
     def close(self) -> None:
         """Stop, close the sockets, remove the socket file and unlink our segments."""
         self.stop()
-        if self._socket is not None:
-            self._socket.close(linger=0)
-            self._socket = None
-        path = ipc_path(self.endpoint)
-        if path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        close_router(self._socket, self.endpoint)
+        self._socket = None
         if self._own_pool and self._codec.pool is not None:
             self._codec.pool.close()
         self._codec.cache.clear()
