@@ -28,7 +28,6 @@ from mlsup.errors import (
     MlsupError,
     ModelFailed,
     ModelLoadError,
-    ModelOOM,
     Preempted,
     TransportError,
 )
@@ -39,6 +38,7 @@ from mlsup.kit.leases import GPUBoss, LeaseTiming, PreemptionRequest, Priority
 from mlsup.kit.loaders import get_loader
 from mlsup.kit.worker import EXIT_LOAD_ERROR, EXIT_OOM, run_worker
 from mlsup.supervisor.config import SupervisorConfig
+from mlsup.supervisor.control import ControlPlane
 from mlsup.supervisor.models import ModelRecord
 from mlsup.supervisor.process import WorkerProcess, describe_exit
 from mlsup.supervisor.recovery import RunLock, WorkerRecord, reap_previous, write_state
@@ -118,16 +118,7 @@ class Supervisor:
             self._boss = GPUBoss(url, prefix, devices, timing=timing)
             await self._boss.connect()
             self._start_template()
-            self._server.register("ping", self._ping)
-            self._server.register("status", self._status)
-            self._server.register("load", self._load)
-            self._server.register("unload", self._unload)
-            self._server.register("stop", self._stop)
-            self._server.register("leases", self._leases)
-            self._server.register("worker.ready", self._worker_ready)
-            self._server.register("worker.progress", self._worker_progress)
-            self._server.register("worker.heartbeat", self._worker_heartbeat)
-            self._server.register("worker.failed", self._worker_failed)
+            ControlPlane(self).register(self._server)
             self._server.bind()
         except BaseException:
             await self._close_resources()
@@ -469,95 +460,3 @@ class Supervisor:
             # A bug in the supervisor: say so loudly, keep serving the other models.
             exc = task.exception()
             self.log(f"internal error in {task.get_coro()!r}: {exc!r}")
-
-    # -- control plane --------------------------------------------------------------------------
-
-    async def _ping(self, args: Any) -> dict[str, Any]:
-        return {"pid": os.getpid(), "runtime": str(self.paths.root)}
-
-    async def _status(self, args: Any) -> list[dict[str, Any]]:
-        return [record.status() for record in self.models.values()]
-
-    async def _load(self, args: Any) -> dict[str, Any]:
-        args = _mapping(args)
-        priority = Priority.parse(args["priority"]) if args.get("priority") else None
-        timeout = float(args.get("timeout") or defaults.ENSURE_TIMEOUT_S)
-        return await self.ensure(
-            args.get("model"), priority, wait=bool(args.get("wait", True)), timeout=timeout
-        )
-
-    async def _unload(self, args: Any) -> dict[str, Any]:
-        record = self.record(_mapping(args).get("model"))
-        await self.drain(record, "unloaded on request")
-        return record.status()
-
-    async def _stop(self, args: Any) -> dict[str, Any]:
-        asyncio.get_running_loop().call_later(0.05, self.stop)  # after this reply is sent
-        return {"pid": os.getpid()}
-
-    async def _leases(self, args: Any) -> list[dict[str, Any]]:
-        snapshot = await self.boss.snapshot()
-        rows = []
-        for gpu, usage in sorted(snapshot.items()):
-            for lease in usage.leases:
-                rows.append({"gpu": gpu, "capacity_mb": usage.capacity_mb, **_plain(lease)})
-        return rows
-
-    def _worker_record(self, args: Any) -> ModelRecord:
-        args = _mapping(args)
-        record = self.record(args.get("model"))
-        if args.get("token") != record.token or args.get("generation") != record.generation:
-            raise ConfigError(f"not the current worker of {record.id!r}", model=record.id)
-        record.progress_at = time.monotonic()
-        return record
-
-    async def _worker_ready(self, args: Any) -> None:
-        record = self._worker_record(args)
-        record.endpoint = args["endpoint"]
-        record.memory_mb = args.get("memory_mb")
-        record.last_activity = time.monotonic()
-        record.stage = ""
-        record.mark("ready")
-        self.log(
-            f"{record.id}: ready in {args.get('load_s', 0):.2f} s, {record.memory_mb} MB measured"
-        )
-        await record.fire(Event.WORKER_READY)
-
-    async def _worker_progress(self, args: Any) -> None:
-        record = self._worker_record(args)
-        if record.timeline.get("worker_started", 0.0) < record.timeline.get("spawned", 0.0):
-            record.mark("worker_started")  # its first report: the process runs our code
-        record.stage = str(_mapping(args).get("stage", ""))
-
-    async def _worker_heartbeat(self, args: Any) -> None:
-        record = self._worker_record(args)
-        record.requests = int(args.get("requests", record.requests))
-        record.memory_mb = args.get("memory_mb", record.memory_mb)
-        idle_s = float(args.get("idle_s", 0.0))
-        if args.get("busy"):
-            idle_s = 0.0
-        record.last_activity = max(record.last_activity, time.monotonic() - idle_s)
-
-    async def _worker_failed(self, args: Any) -> None:
-        record = self._worker_record(args)
-        kind, message = args.get("kind"), str(args.get("message", ""))
-        record.memory_mb = args.get("memory_mb", record.memory_mb)
-        if kind == "oom":
-            record.oom_reported = True
-            record.error = ModelOOM(message, model=record.id)
-        else:
-            record.error = ModelLoadError(
-                f"model {record.id!r} failed to load: {message}", model=record.id
-            )
-        self.log(f"{record.id}: worker reports {kind}: {message}")
-
-
-def _mapping(args: Any) -> dict[str, Any]:
-    if not isinstance(args, dict):
-        raise ConfigError("control requests take a map of arguments")
-    return args
-
-
-def _plain(value: Any) -> dict[str, Any]:
-    data = dataclasses.asdict(value)
-    return {k: (v.name.lower() if isinstance(v, Priority) else v) for k, v in data.items()}
