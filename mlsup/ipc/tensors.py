@@ -42,6 +42,8 @@ __all__ = ["TensorCodec"]
 
 _NUMPY_DTYPES = {name: np.dtype(name) for name in DTYPES if name != "bfloat16"}
 _NUMPY_DTYPES["bfloat16"] = np.dtype("uint16")  # bfloat16 bytes, viewed back by torch
+#: numpy dtype -> wire name, for the dtypes numpy arrays may travel as (native byte order).
+_WIRE_NAMES = {np.dtype(name): name for name in DTYPES if name != "bfloat16"}
 
 
 def _is_torch_tensor(obj: Any) -> bool:
@@ -54,8 +56,8 @@ def _as_array(obj: Any) -> tuple[np.ndarray[Any, Any], str, bool]:
     if isinstance(obj, np.ndarray):
         # Not np.ascontiguousarray: it turns 0-d arrays into 1-d ones.
         array = obj if obj.flags.c_contiguous else obj.copy(order="C")
-        name = array.dtype.name
-        if name not in _NUMPY_DTYPES or name == "bfloat16" or not array.dtype.isnative:
+        name = _WIRE_NAMES.get(array.dtype)
+        if name is None:
             raise TypeError(f"arrays of dtype {array.dtype} cannot travel")
         return array, name, False
     if _is_torch_tensor(obj):

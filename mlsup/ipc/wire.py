@@ -366,6 +366,7 @@ def _releases(releases: Any) -> list[str]:
     return releases
 
 
+_PLACES: Final = {place.value: place for place in Place}
 _DESCRIPTOR_KEYS: Final = {
     Place.FRAME: frozenset({"dtype", "shape", "place", "nbytes", "frame", "torch"}),
     Place.SHM: frozenset({"dtype", "shape", "place", "nbytes", "segment", "offset", "torch"}),
@@ -416,11 +417,10 @@ def _int(raw: dict[str, Any], key: str, index: int) -> int:
 def _descriptor(raw: Any, index: int, nbuffers: int) -> TensorDescriptor:
     if not isinstance(raw, dict):
         raise ProtocolError(f"tensor {index}: descriptor is not a map")
-    try:
-        place = Place(raw.get("place"))
-    except ValueError:
-        raise ProtocolError(f"tensor {index}: unknown place {raw.get('place')!r}") from None
-    unknown = set(raw) - _DESCRIPTOR_KEYS[place]
+    place = _PLACES.get(raw.get("place"))  # type: ignore[arg-type]
+    if place is None:
+        raise ProtocolError(f"tensor {index}: unknown place {raw.get('place')!r}")
+    unknown = raw.keys() - _DESCRIPTOR_KEYS[place]
     if unknown:
         raise ProtocolError(
             f"tensor {index}: unknown descriptor fields {sorted(map(str, unknown))}"
