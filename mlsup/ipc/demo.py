@@ -27,7 +27,8 @@ __all__ = ["run_ipc_demo", "serve"]
 DIM_IN, DIM_OUT = 4096, 256
 
 
-def _serve(endpoint: str) -> None:
+def serve(endpoint: str) -> None:
+    """The demo's server process."""
     weights = np.random.default_rng(0).standard_normal((DIM_IN, DIM_OUT)).astype(np.float32)
     server = Server(endpoint)
     server.register("project", lambda batch: batch @ weights)
@@ -39,11 +40,6 @@ def _serve(endpoint: str) -> None:
         server.serve()
     finally:
         server.close()
-
-
-def serve(endpoint: str) -> None:
-    """The demo's server process."""
-    _serve(endpoint)
 
 
 def run_ipc_demo() -> int:

@@ -192,6 +192,19 @@ def _refuse(obj: Any, frame: int) -> Placed:
     raise TypeError(f"cannot send an object of type {type(obj).__name__}")
 
 
+def _leading_fields(message: Message, descriptors: list[dict[str, Any]] | None) -> tuple[Any, ...]:
+    """The seven header fields before the arguments (see the module docstring)."""
+    return (
+        defaults.PROTOCOL_VERSION,
+        message.kind.value,
+        message.id,
+        message.op,
+        message.releases or None,
+        message.error,
+        descriptors,
+    )
+
+
 def encode_plain(message: Message) -> bytes | None:
     """The header of a message whose arguments hold no tensor, in one ``packb``; else None.
 
@@ -201,18 +214,7 @@ def encode_plain(message: Message) -> bytes | None:
     if message.buffers:
         return None
     try:
-        header: bytes = msgpack.packb(
-            (
-                defaults.PROTOCOL_VERSION,
-                message.kind.value,
-                message.id,
-                message.op,
-                message.releases or None,
-                message.error,
-                None,
-                message.args,
-            )
-        )
+        header: bytes = msgpack.packb((*_leading_fields(message, None), message.args))
     except (TypeError, ValueError, OverflowError):
         return None  # tensors, or something that cannot travel: encode() sorts it out
     return header if len(header) <= defaults.MAX_HEADER_BYTES else None
@@ -240,17 +242,7 @@ def encode(message: Message, placer: Placer = _refuse) -> list[Buffer]:
         # The arguments first: packing them is what finds the tensors. msgpack concatenates,
         # so the seven leading fields and the packed arguments join into one array.
         args = msgpack.packb(message.args, default=default)
-        head = msgpack.packb(
-            (
-                defaults.PROTOCOL_VERSION,
-                message.kind.value,
-                message.id,
-                message.op,
-                message.releases or None,
-                message.error,
-                descriptors or None,
-            )
-        )
+        head = msgpack.packb(_leading_fields(message, descriptors or None))
     except (TypeError, ValueError, OverflowError) as exc:
         what = message.op or message.kind.name
         raise ProtocolError(f"arguments of {what} cannot travel: {exc}") from exc

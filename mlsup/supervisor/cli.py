@@ -124,16 +124,22 @@ STATUS_COLUMNS = [
 ]  # fmt: skip
 
 
+def _show(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]], as_json: bool,
+          empty: str) -> int:  # fmt: skip
+    """rows as JSON for scripts, or as a table (or ``empty``) for people."""
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        print(table(rows, columns))
+    else:
+        print(empty)
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     with SupervisorProxy() as client:
         rows = client.status()
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    elif rows:
-        print(table(rows, STATUS_COLUMNS))
-    else:
-        print("no models in the manifest")
-    return 0
+    return _show(rows, STATUS_COLUMNS, args.json, "no models in the manifest")
 
 
 def _load(args: argparse.Namespace) -> int:
@@ -193,15 +199,10 @@ LEASE_COLUMNS = [
 def _leases(args: argparse.Namespace) -> int:
     with SupervisorProxy() as client:
         rows = client.leases()
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    elif rows:
+    if not args.json:
         for row in rows:
-            row["age_s"] = round(row["age_s"], 1)
-        print(table(rows, LEASE_COLUMNS))
-    else:
-        print("no leases")
-    return 0
+            row["age_s"] = round(row["age_s"], 1)  # for people; scripts get the full value
+    return _show(rows, LEASE_COLUMNS, args.json, "no leases")
 
 
 def _logs(args: argparse.Namespace) -> int:

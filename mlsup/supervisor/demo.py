@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlsup.errors import SupervisorUnavailable, WorkerCrashed
+from mlsup.errors import WorkerCrashed
 from mlsup.ipc.liveness import process_alive
 from mlsup.proxy import SupervisorProxy
 from mlsup.supervisor.cli import STATUS_COLUMNS, table
@@ -42,29 +40,6 @@ options = {{ task = "embedding" }}
 
 def _step(text: str) -> None:
     print(f"\n== {text}", flush=True)
-
-
-def _start(runtime: Path, config: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MLSUP_RUNTIME_DIR": str(runtime)}
-    log = open(runtime.parent / "supervisor.log", "wb")  # noqa: SIM115 - the child keeps it
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlsup", "start", "--config", str(config)],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while True:
-        if process.poll() is not None:
-            log_text = (runtime.parent / "supervisor.log").read_text()
-            raise SystemExit(f"the supervisor failed to start:\n{log_text}")
-        try:
-            with SupervisorProxy(runtime, timeout=1) as client:
-                client.ping()
-            return process
-        except SupervisorUnavailable:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise SystemExit("the supervisor did not become ready within 120 s") from None
-            time.sleep(0.1)
 
 
 def _embeddings(sup: SupervisorProxy) -> None:
@@ -114,29 +89,28 @@ def _chat_and_crash(sup: SupervisorProxy) -> None:
 
 def run_demo() -> int:
     """The demo; returns the exit status."""
+    from mlsup.testing.supervisor import RunningSupervisor
     from mlsup.testing.tiny_models import minilm_dir, smollm2_gguf
 
     with tempfile.TemporaryDirectory(prefix="mlsup-demo-") as tmp:
-        root = Path(tmp)
-        runtime = root / "rt"
-        config = root / "mlsup.toml"
-        config.write_text(MANIFEST.format(gguf=smollm2_gguf(), minilm=minilm_dir()))
-        _step(f"mlsup start --config {config}   (embedded Redis, runtime dir {runtime})")
+        config = MANIFEST.format(gguf=smollm2_gguf(), minilm=minilm_dir())
+        supervisor = RunningSupervisor(Path(tmp), config, name="demo")
+        _step(
+            f"mlsup start --config {supervisor.config}   "
+            f"(embedded Redis, runtime dir {supervisor.runtime})"
+        )
         started = time.monotonic()
-        supervisor = _start(runtime, config)
+        supervisor.start()
         print(f"supervisor pid {supervisor.pid} ready in {time.monotonic() - started:.1f} s")
         try:
-            with SupervisorProxy(runtime, timeout=30) as sup:
+            with supervisor.client(timeout=30) as sup:
                 _embeddings(sup)
                 _chat_and_crash(sup)
                 workers = [r["pid"] for r in sup.status() if r["pid"]]
-                _step("mlsup stop")
-                sup.stop()
-            supervisor.wait(60)
+            _step("mlsup stop")
+            code = supervisor.stop()
             left = [pid for pid in workers if process_alive(pid)] or "none"
-            print(f"supervisor exited with {supervisor.returncode}; workers left running: {left}")
+            print(f"supervisor exited with {code}; workers left running: {left}")
         finally:
-            if supervisor.poll() is None:
-                supervisor.terminate()
-                supervisor.wait(30)
+            supervisor.stop()  # after a failure above; nothing to do once stopped
     return 0
