@@ -115,7 +115,7 @@ def _cleanly_unloaded(pid: int, row: Mapping[str, Any] | None) -> bool:
     return (
         row is not None
         and row["pid"] != pid
-        and row.get("last_exit") == "exited with code 0"
+        and row.get("exit_code") == 0
         and row.get("reason") != "preempted"
     )
 

@@ -40,7 +40,7 @@ from mlsup.kit.worker import EXIT_LOAD_ERROR, EXIT_OOM, run_worker
 from mlsup.supervisor.config import SupervisorConfig
 from mlsup.supervisor.control import ControlPlane
 from mlsup.supervisor.models import ModelRecord
-from mlsup.supervisor.process import WorkerProcess, describe_exit
+from mlsup.supervisor.process import WorkerProcess
 from mlsup.supervisor.recovery import RunLock, WorkerRecord, reap_previous, write_state
 from mlsup.supervisor.restart import RestartPolicy
 from mlsup.supervisor.states import Event, ModelState
@@ -321,7 +321,7 @@ class Supervisor:
         record.mark("exited")
         record.worker = None
         record.endpoint = None
-        record.last_exit = describe_exit(code)
+        record.exit_code = code
         self._save_state()
         if record.state is ModelState.DRAINING:
             return  # drain() is waiting for this
@@ -389,7 +389,7 @@ class Supervisor:
         if worker is not None:
             grace = self.settings.terminate_grace_s if grace is None else grace
             code = await worker.terminate(grace)
-            record.last_exit = describe_exit(code)
+            record.exit_code = code
             record.worker = None
             self._save_state()
         record.endpoint = None

@@ -11,7 +11,7 @@ from typing import Any
 from mlsup.errors import MlsupError
 from mlsup.kit.leases import GPULease, Priority
 from mlsup.kit.manifest import ModelSpec
-from mlsup.supervisor.process import WorkerProcess
+from mlsup.supervisor.process import WorkerProcess, describe_exit
 from mlsup.supervisor.restart import RestartPolicy
 from mlsup.supervisor.states import Event, ModelState, next_state
 
@@ -38,7 +38,7 @@ class ModelRecord:
     last_activity: float = field(default_factory=time.monotonic)
     progress_at: float = field(default_factory=time.monotonic)
     stage: str = ""
-    last_exit: str | None = None
+    exit_code: int | None = None  #: how its last worker ended (minus the signal if killed)
     reason: str | None = None  #: why it was last drained or failed
     error: MlsupError | None = None  #: what callers waiting for it are told
     oom_reported: bool = False
@@ -54,6 +54,11 @@ class ModelRecord:
     @property
     def id(self) -> str:
         return self.spec.id
+
+    @property
+    def last_exit(self) -> str | None:
+        """How the last worker ended, in words (``exited with signal SIGKILL``)."""
+        return None if self.exit_code is None else describe_exit(self.exit_code)
 
     async def fire(self, event: Event) -> None:
         """Apply a lifecycle event and wake everyone waiting on this model."""
@@ -95,6 +100,7 @@ class ModelRecord:
             if self.state is ModelState.READY
             else None,
             "priority": self.priority.name.lower(),
+            "exit_code": self.exit_code,
             "last_exit": self.last_exit,
             "reason": self.reason,
             "error": self.error.to_wire() if self.error is not None else None,

@@ -31,9 +31,9 @@ def test_retry_policy(op: str, kwargs: dict[str, Any], expected: bool) -> None:
 def test_only_a_clean_unload_makes_an_unanswered_call_safe_to_resend() -> None:
     from mlsup.proxy import _cleanly_unloaded
 
-    clean = {"pid": None, "last_exit": "exited with code 0", "reason": "idle for 300 s"}
+    clean = {"pid": None, "exit_code": 0, "reason": "idle for 300 s"}
     assert _cleanly_unloaded(7, clean)
-    assert not _cleanly_unloaded(7, {**clean, "last_exit": "exited with signal SIGKILL"})
+    assert not _cleanly_unloaded(7, {**clean, "exit_code": -9})  # killed by SIGKILL
     assert not _cleanly_unloaded(7, {**clean, "reason": "preempted"})
     assert not _cleanly_unloaded(7, {**clean, "pid": 7})  # the same worker: not known gone
     assert not _cleanly_unloaded(7, None)
