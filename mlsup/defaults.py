@@ -148,3 +148,34 @@ TORCH_CUDA_OVERHEAD_MB = 300
 GENERATE_MAX_TOKENS = 128
 #: Cache of the tiny test models (``mlsup.testing.tiny_models``) when ``MLSUP_TEST_CACHE`` is unset.
 TINY_MODELS_CACHE = "~/.cache/mlsup/tiny-models"
+
+# --- Job queues (mlsup.queues, mlsup.jobs, mlsup.kit.queue) -------------------------------------
+
+#: BullMQ's key prefix: keys are ``bull:<queue>:wait`` and so on, as a Node producer expects.
+#: The ``[redis] prefix`` of mlsup.toml goes in front of it.
+QUEUE_KEY_PREFIX = "bull"
+#: Jobs of one queue in flight at once when ``[queues.<name>]`` gives no ``concurrency``.
+QUEUE_CONCURRENCY = 1
+#: Attempts of a job whose producer set none (BullMQ's own default is a single attempt): a job
+#: whose worker died mid-call is then retried instead of failed.
+QUEUE_ATTEMPTS = 3
+#: Backoff between those attempts (ms, exponential: 1 s, 2 s, 4 s...).
+QUEUE_BACKOFF_MS = 1000
+#: How long a job waits, within one attempt, for its model to come back when the answer is
+#: "not now" (being loaded, preempted, respawned after a crash, no lease yet) (seconds).
+#: Past it the attempt fails and BullMQ's attempts and backoff take over.
+QUEUE_MODEL_WAIT_S = 300.0
+#: First pause between two tries of a "not now" call (seconds); doubles up to the cap.
+QUEUE_RETRY_PAUSE_S = 0.1
+QUEUE_RETRY_PAUSE_MAX_S = 2.0
+#: A running job's lock in Redis (ms), renewed every half of it while the call runs. A queue
+#: runner that dies loses its locks after this; its jobs then return to ``wait`` (BullMQ's
+#: default).
+QUEUE_LOCK_DURATION_MS = 30_000
+#: How often a runner looks for jobs whose lock expired (ms; BullMQ's default).
+QUEUE_STALLED_INTERVAL_MS = 30_000
+#: How long ``mlsup stop`` lets running jobs finish before the queue runner is killed
+#: (seconds); jobs not yet started stay waiting in Redis for the next start.
+QUEUE_STOP_GRACE_S = 60.0
+#: Deadline of ``mlsup.jobs`` waiting for a job's result when the caller gives none (seconds).
+JOB_RESULT_TIMEOUT_S = 300.0

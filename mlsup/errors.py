@@ -25,6 +25,11 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
         ├── Preempted               the model was asked to yield to a higher priority
         └── ModelFailed             the model crashed too often and is parked until reloaded
 
+    MlsupError (continued)
+    └── JobError                    a queued job (mlsup.jobs, mlsup.queues) gave no result
+        ├── InvalidJobData          the job's data does not fit its operation (names the field)
+        └── JobFailed               the job failed for good (carries BullMQ's failedReason)
+
     BaseException
     └── Interrupt                   cooperative cancellation that must not be swallowed
         ├── ShutdownRequested       the process is stopping (SIGTERM, supervisor stop)
@@ -47,7 +52,10 @@ __all__ = [
     "CapacityExceeded",
     "ConfigError",
     "DeviceError",
+    "InvalidJobData",
     "Interrupt",
+    "JobError",
+    "JobFailed",
     "LeaseError",
     "LeaseLost",
     "LeaseNotHeld",
@@ -284,3 +292,24 @@ def error_from_wire(data: object) -> MlsupError:
         context = {**context, "remote_type": name if isinstance(name, str) else "?"}
         return RemoteError(message, **context)
     return cls(message, **context)
+
+
+# -- Job queues ----------------------------------------------------------------------------------
+
+
+class JobError(MlsupError):
+    """Base of the errors about queued jobs (:mod:`mlsup.jobs`, :mod:`mlsup.queues`)."""
+
+
+class InvalidJobData(JobError):
+    """A job's data does not fit its operation; ``field`` names the offending field.
+
+    The job fails at once and is not retried: the same data would fail again.
+    """
+
+
+class JobFailed(JobError):
+    """A job failed and will not be retried; ``reason`` is its ``failedReason``."""
+
+
+_BY_NAME.update({cls.__name__: cls for cls in (JobError, InvalidJobData, JobFailed)})
