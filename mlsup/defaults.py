@@ -149,6 +149,19 @@ GENERATE_MAX_TOKENS = 128
 #: Cache of the tiny test models (``mlsup.testing.tiny_models``) when ``MLSUP_TEST_CACHE`` is unset.
 TINY_MODELS_CACHE = "~/.cache/mlsup/tiny-models"
 
+# --- Sidecars and the HTTP gateway -------------------------------------------------------------
+
+#: Time between SIGTERM and SIGKILL when the supervisor stops a sidecar process (seconds).
+SIDECAR_STOP_GRACE_S = 5.0
+#: Interface the gateway binds when ``[http] listen`` / ``--http`` gives only a port: loopback,
+#: so that nothing is exposed to the network unless an address is given explicitly.
+GATEWAY_HOST = "127.0.0.1"
+#: Requests one model may have in flight or waiting at the gateway; past it, 429.
+GATEWAY_MAX_QUEUE = 64
+#: ``Retry-After`` (seconds) of a 429 (queue full) or 503 (model preempted or crashed).
+GATEWAY_RETRY_AFTER_S = 1
+#: How often the gateway checks that the supervisor that started it still runs (seconds).
+GATEWAY_PARENT_CHECK_S = 1.0
 # --- Job queues (mlsup.queues, mlsup.jobs, mlsup.kit.queue) -------------------------------------
 
 #: BullMQ's key prefix: keys are ``bull:<queue>:wait`` and so on, as a Node producer expects.

@@ -32,6 +32,12 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     start.add_argument("--config", metavar="PATH", help="the mlsup.toml to use")
     start.add_argument("--detach", action="store_true", help="return once the supervisor is ready")
+    start.add_argument(
+        "--http",
+        metavar="ADDR",
+        help="serve the OpenAI-compatible HTTP API on ADDR (PORT for loopback, or HOST:PORT); "
+        "overrides [http] listen",
+    )
     start.set_defaults(func=_start)
 
     status = subparsers.add_parser("status", help="one row per model: state, pid, memory, ...")
@@ -75,13 +81,16 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) ->
 
 
 def _start(args: argparse.Namespace) -> int:
+    from mlsup.supervisor.sidecars import raw_tables, sidecar_specs
+
     config = SupervisorConfig.load(args.config)
+    sidecars = sidecar_specs(config, raw_tables(config), http=args.http)  # a bad --http fails here
     if args.detach:
         return _start_detached(args, config.paths)
     from mlsup.supervisor.daemon import Supervisor
 
     async def main() -> None:
-        supervisor = Supervisor(config, log=lambda line: print(line, flush=True))
+        supervisor = Supervisor(config, log=lambda line: print(line, flush=True), sidecars=sidecars)
         await supervisor.start()
         print(f"mlsup supervisor ready (pid {os.getpid()}) on {config.paths.root}", flush=True)
         await supervisor.serve()
@@ -95,6 +104,8 @@ def _start_detached(args: argparse.Namespace, paths: RuntimePaths) -> int:
     command = [sys.executable, "-m", "mlsup", "start"]
     if args.config:
         command += ["--config", str(Path(args.config).resolve())]
+    if args.http:
+        command += ["--http", args.http]
     with open(paths.log, "ab") as log:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True

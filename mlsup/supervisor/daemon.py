@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from multiprocessing import forkserver
 from typing import Any
 
@@ -43,6 +43,7 @@ from mlsup.supervisor.models import ModelRecord
 from mlsup.supervisor.process import WorkerProcess
 from mlsup.supervisor.recovery import RunLock, WorkerRecord, reap_previous, write_state
 from mlsup.supervisor.restart import RestartPolicy
+from mlsup.supervisor.sidecars import Sidecars, SidecarSpec, raw_tables, sidecar_specs
 from mlsup.supervisor.states import Event, ModelState
 
 __all__ = ["PRELOAD", "Supervisor"]
@@ -64,7 +65,13 @@ OOM_GROWTH = 1.5
 class Supervisor:
     """Runs the manifest's models. Create, :meth:`start`, then :meth:`serve` until stopped."""
 
-    def __init__(self, config: SupervisorConfig, *, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        config: SupervisorConfig,
+        *,
+        log: Callable[[str], None] = print,
+        sidecars: Sequence[SidecarSpec] | None = None,
+    ) -> None:
         self.config = config
         self.paths = config.paths
         self.log = log
@@ -81,6 +88,9 @@ class Supervisor:
         self._simulated: set[int] = set()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        if sidecars is None:  # None: what the configuration asks for (the [http] table...)
+            sidecars = sidecar_specs(config, raw_tables(config))
+        self.sidecars = Sidecars(sidecars, log=log, policy=self._restart_policy)
 
     def _restart_policy(self) -> RestartPolicy:
         s = self.settings
@@ -130,6 +140,7 @@ class Supervisor:
         self.log(
             f"supervising {len(self.models)} model(s) on {gpus}; control {self._server.endpoint}"
         )
+        await self.sidecars.start()
 
     def _start_template(self) -> None:
         modules = list(_ALWAYS_PRELOAD)
@@ -165,6 +176,7 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         """Drain every model, release every lease, remove what we own."""
+        await self.sidecars.stop()  # first: no new requests while the models drain
         self.log("stopping: draining every model")
         await asyncio.gather(*(self.drain(r, "supervisor stopped") for r in self.models.values()))
         await self._close_resources()
