@@ -162,6 +162,7 @@ GATEWAY_MAX_QUEUE = 64
 GATEWAY_RETRY_AFTER_S = 1
 #: How often the gateway checks that the supervisor that started it still runs (seconds).
 GATEWAY_PARENT_CHECK_S = 1.0
+
 # --- Job queues (mlsup.queues, mlsup.jobs, mlsup.kit.queue) -------------------------------------
 
 #: BullMQ's key prefix: keys are ``bull:<queue>:wait`` and so on, as a Node producer expects.

@@ -17,15 +17,29 @@ runs.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mlsup import defaults
 from mlsup.errors import ConfigError
-from mlsup.kit.manifest import Manifest, ModelSpec
+from mlsup.kit.manifest import Manifest, ModelSpec, parse_manifest
 
-__all__ = ["ALL_OPERATIONS", "QueueSpec", "model_operations", "parse_queues"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "ALL_OPERATIONS",
+    "QueueSpec",
+    "load_queues",
+    "model_operations",
+    "parse_queues",
+    "queue_prefix",
+]
 
 #: Every operation a supervised worker serves (``mlsup.kit.worker.OPERATIONS``).
 ALL_OPERATIONS = frozenset(
@@ -81,6 +95,24 @@ class QueueSpec:
         if self.backoff is not None:
             return self.backoff
         return {"type": "exponential", "delay": defaults.QUEUE_BACKOFF_MS}
+
+
+def queue_prefix(redis_prefix: str) -> str:
+    """BullMQ's key prefix under mlsup.toml's ``[redis] prefix``: ``bull`` when that is empty."""
+    return f"{redis_prefix}{defaults.QUEUE_KEY_PREFIX}"
+
+
+def load_queues(path: str | Path) -> tuple[Manifest, dict[str, QueueSpec]]:
+    """Read ``mlsup.toml`` once: its manifest and its queues."""
+    file = Path(path).expanduser()
+    try:
+        tables = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}", file=str(file)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file} is not valid TOML: {exc}", file=str(file)) from exc
+    manifest = parse_manifest(tables, source=str(file), base_dir=file.resolve().parent)
+    return manifest, parse_queues(tables, manifest)
 
 
 def parse_queues(tables: Mapping[str, Any], manifest: Manifest) -> dict[str, QueueSpec]:
@@ -158,6 +190,6 @@ def _backoff(value: Any, error: Any) -> Mapping[str, Any] | None:
             return {"type": kind, "delay": delay}
     raise error(
         "backoff",
-        f"must be a delay in ms (exponential) or {{ type = \"exponential\" | \"fixed\", "
+        f'must be a delay in ms (exponential) or {{ type = "exponential" | "fixed", '
         f"delay = MS }}, not {value!r}",
     )

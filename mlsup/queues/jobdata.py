@@ -57,7 +57,7 @@ class _Job(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_on
         }
 
 
-class _Generation(_Job):
+class _Generation(_Job, kw_only=True):
     max_tokens: _Positive | UnsetType = UNSET
     temperature: _NonNegative | UnsetType = UNSET
     top_p: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
@@ -78,7 +78,7 @@ class Message(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     name: str | UnsetType = UNSET
 
 
-class _Chat(_Generation):
+class _Chat(_Generation, kw_only=True):
     messages: Annotated[list[Message], Meta(min_length=1)]
 
     def call(self) -> tuple[list[Any], dict[str, Any]]:
@@ -86,14 +86,14 @@ class _Chat(_Generation):
         return [messages], self._options("messages")
 
 
-class _Prompt(_Generation):
+class _Prompt(_Generation, kw_only=True):
     prompt: str
 
     def call(self) -> tuple[list[Any], dict[str, Any]]:
         return [self.prompt], self._options("prompt")
 
 
-class _Embed(_Job):
+class _Embed(_Job, kw_only=True):
     input: str | Annotated[list[str], Meta(min_length=1)]
 
     def call(self) -> tuple[list[Any], dict[str, Any]]:
@@ -101,14 +101,14 @@ class _Embed(_Job):
         return [texts], {}
 
 
-class _Tokenize(_Job):
+class _Tokenize(_Job, kw_only=True):
     text: str
 
     def call(self) -> tuple[list[Any], dict[str, Any]]:
         return [self.text], {}
 
 
-class _Image(_Job):
+class _Image(_Job, kw_only=True):
     prompt: str
     negative_prompt: str | UnsetType = UNSET
     steps: Annotated[int, Meta(ge=1, le=500)] | UnsetType = UNSET
@@ -121,7 +121,7 @@ class _Image(_Job):
         return [self.prompt], self._options("prompt")
 
 
-class _Transcribe(_Job):
+class _Transcribe(_Job, kw_only=True):
     audio: str
     language: str | UnsetType = UNSET
     beam_size: _Positive | UnsetType = UNSET
@@ -133,7 +133,7 @@ class _Transcribe(_Job):
         return [wav_samples(_base64(self.audio, "audio"))], self._options("audio")
 
 
-class _Run(_Job):
+class _Run(_Job, kw_only=True):
     inputs: dict[str, Any] = {}
     dtypes: dict[str, str] = {}
 
@@ -152,7 +152,8 @@ class _Run(_Job):
         except TypeError as exc:
             raise _invalid(f"dtypes.{name}", f"{dtype!r} is not a numpy dtype") from exc
         except ValueError as exc:
-            raise _invalid(f"inputs.{name}", f"is not a rectangular array of numbers: {exc}")
+            problem = f"is not a rectangular array of numbers: {exc}"
+            raise _invalid(f"inputs.{name}", problem) from None
 
 
 _SCHEMAS: Mapping[str, type[_Job]] = {

@@ -29,6 +29,7 @@ from mlsup import defaults
 from mlsup.errors import (
     CapacityExceeded,
     InvalidJobData,
+    LeaseLost,
     LeaseTimeout,
     PeerGone,
     Preempted,
@@ -45,6 +46,7 @@ NOT_NOW: tuple[type[Exception], ...] = (
     WorkerCrashed,
     PeerGone,
     LeaseTimeout,
+    LeaseLost,
     CapacityExceeded,
 )
 
@@ -92,10 +94,11 @@ class JobProcessor:
         apply_job_defaults(job.opts, self.spec)
         try:
             plan = plan_call(job.data, self.spec.op, self.spec.operations)
+            result = await self.served(plan, job_id=job.id)
         except InvalidJobData as exc:
             log.info("queue %s: job %s refused: %s", self.spec.name, job.id, exc)
             raise UnrecoverableError(str(exc)) from exc
-        return result_json(plan.op, await self.served(plan, job_id=job.id))
+        return result_json(plan.op, result)
 
     async def served(self, plan: JobCall, *, job_id: str | None = None) -> Any:
         """The model's result for ``plan``, waiting out "not now" within ``model_wait_s``."""

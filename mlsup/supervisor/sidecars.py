@@ -30,6 +30,7 @@ from typing import Any
 from mlsup import defaults
 from mlsup.errors import ConfigError
 from mlsup.gateway.settings import API_KEY_ENV, HttpSettings
+from mlsup.queues.config import parse_queues
 from mlsup.runtime import ENV_RUNTIME_DIR
 from mlsup.supervisor.config import SupervisorConfig
 from mlsup.supervisor.process import describe_exit, kill_group
@@ -76,7 +77,18 @@ def sidecar_specs(
     settings = HttpSettings.parse(tables.get("http"), config.manifest.source, listen=http)
     if settings is not None:
         specs.append(gateway_spec(config, settings))
+    if parse_queues(tables, config.manifest):  # ConfigError for a bad [queues.<name>]
+        specs.append(queue_runner_spec(config))
     return specs
+
+
+def queue_runner_spec(config: SupervisorConfig) -> SidecarSpec:
+    """The queue runner (``[queues.<name>]``); its grace lets running jobs finish."""
+    argv = (
+        sys.executable, "-m", "mlsup.queues",
+        "--runtime", str(config.paths.root), "--config", config.manifest.source,
+    )  # fmt: skip
+    return SidecarSpec(name="queues", argv=argv, stop_grace_s=defaults.QUEUE_STOP_GRACE_S)
 
 
 def gateway_spec(config: SupervisorConfig, settings: HttpSettings) -> SidecarSpec:

@@ -1,0 +1,232 @@
+"""Queues served by a real supervisor: its queue runner sidecar, real worker processes, the
+test's Redis under its own prefix, jobs produced with mlsup.jobs (and BullMQ for Node in
+test_queue_node.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mlsup.cli import main as cli_main
+from mlsup.errors import JobFailed, RequestTimeout
+from mlsup.ipc.shm import sweep_orphans
+from mlsup.testing.redis import TestRedis
+from mlsup.testing.tiny_models import minilm_dir, smollm2_gguf
+
+from .queue_helpers import finished_events, producer, queue_toml, wait_until
+from .supervisor_helpers import RunningSupervisor, manifest
+
+PROBE = """
+[models.probe]
+loader = "probe"
+path = "probe.txt"
+vram_mb = 200
+idle_timeout_s = 0
+
+"""
+
+
+@pytest.fixture
+def supervisors(tmp_path: Path) -> Any:
+    started: list[RunningSupervisor] = []
+
+    def start(config: str, name: str = "sup", wait: bool = True) -> RunningSupervisor:
+        supervisor = RunningSupervisor(tmp_path, config, name).start(wait=wait)
+        started.append(supervisor)
+        return supervisor
+
+    yield start
+    for supervisor in started:
+        if supervisor.process is not None and supervisor.process.poll() is None:
+            supervisor.stop()
+    sweep_orphans()
+
+
+def exactly_once(events: Counter[tuple[str, str]], ids: list[str]) -> None:
+    assert events == Counter({("completed", job_id): 1 for job_id in ids})
+
+
+async def test_200_jobs_at_concurrency_2_complete_exactly_once(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    config = PROBE + queue_toml("volume", "probe", "run", concurrency=2)
+    supervisors(manifest(redis_server.url, redis_prefix, config))
+    async with producer(redis_server, redis_prefix) as jobs:
+        ids = [await jobs.add("volume", {"inputs": {"i": i}}) for i in range(200)]
+        results = await asyncio.gather(*(jobs.result("volume", j, timeout=120) for j in ids))
+        counts = await jobs.counts("volume")
+    assert results == [{"i": i} for i in range(200)]
+    assert (counts["completed"], counts["failed"], counts["active"]) == (200, 0, 0)
+    exactly_once(finished_events(redis_server, redis_prefix, "volume"), ids)
+
+
+async def test_bad_data_fails_at_once_naming_the_field_and_the_queue_goes_on(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = PROBE + queue_toml("mixed", "probe", "run")
+    supervisor = supervisors(manifest(redis_server.url, redis_prefix, config))
+    async with producer(redis_server, redis_prefix) as jobs:
+        first = await jobs.add("mixed", {"inputs": {"n": 1}})
+        wrong_type = await jobs.add("mixed", {"inputs": "everything"})
+        unknown_field = await jobs.add("mixed", {"inputs": {}, "colour": "red"})
+        last = await jobs.add("mixed", {"inputs": {"n": 2}})
+        assert await jobs.result("mixed", first, timeout=60) == {"n": 1}
+        assert await jobs.result("mixed", last, timeout=60) == {"n": 2}
+        with pytest.raises(JobFailed, match=r"invalid job data: inputs: Expected 'object'"):
+            await jobs.result("mixed", wrong_type, timeout=10)
+        with pytest.raises(JobFailed) as caught:
+            await jobs.result("mixed", unknown_field, timeout=10)
+        assert "colour" in caught.value.context["reason"]
+        queue, _ = await jobs._queue("mixed")
+        for job_id in (wrong_type, unknown_field):
+            job = await queue.getJob(job_id)
+            assert job is not None and job.attemptsMade == 1  # not retried
+    # mlsup jobs --json sees the same
+    assert cli_main(["jobs", "--config", str(supervisor.config), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["queue"] == "mixed"
+    assert (row["completed"], row["failed"], row["waiting"], row["active"]) == (2, 2, 0, 0)
+    assert row["oldest_waiting_s"] is None
+
+
+async def test_a_worker_killed_mid_job_loses_no_job_and_runs_none_twice(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    config = PROBE + queue_toml("crashy", "probe", "run", concurrency=2)
+    supervisor = supervisors(manifest(redis_server.url, redis_prefix, config))
+    async with producer(redis_server, redis_prefix) as jobs:
+        ids = [await jobs.add("crashy", {"inputs": {"i": i, "sleep": 0.05}}) for i in range(30)]
+
+        async def some_done() -> bool:
+            return (await jobs.counts("crashy"))["completed"] >= 5
+
+        await wait_until(some_done, "the first jobs")
+        row = supervisor.row("probe")
+        os.kill(row["pid"], signal.SIGKILL)
+        results = await asyncio.gather(*(jobs.result("crashy", j, timeout=120) for j in ids))
+    assert results == [{"i": i, "sleep": 0.05} for i in range(30)]
+    exactly_once(finished_events(redis_server, redis_prefix, "crashy"), ids)
+    after = supervisor.row("probe")
+    assert after["restarts"] >= 1 and after["pid"] != row["pid"]
+
+
+async def test_jobs_wait_while_their_model_is_preempted_and_finish_after_reload(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    models = """
+[models.background]
+loader = "probe"
+path = "probe.txt"
+vram_mb = 800
+priority = "low"
+idle_timeout_s = 0
+
+[models.urgent]
+loader = "probe"
+path = "probe.txt"
+vram_mb = 600
+priority = "high"
+idle_timeout_s = 0
+
+"""
+    config = models + queue_toml("batch", "background", "run", model_wait_s=120)
+    supervisor = supervisors(manifest(redis_server.url, redis_prefix, config))
+    async with producer(redis_server, redis_prefix) as jobs:
+        ids = [await jobs.add("batch", {"inputs": {"i": i, "sleep": 0.1}}) for i in range(12)]
+
+        async def some_done() -> bool:
+            return (await jobs.counts("batch"))["completed"] >= 2
+
+        await wait_until(some_done, "the first jobs")
+        with supervisor.client(timeout=60) as client:
+            assert client.load("urgent", timeout=60)["state"] == "ready"
+            preempted = supervisor.row("background")
+            assert preempted["reason"] == "preempted"
+            held = await jobs.counts("batch")
+            assert held["failed"] == 0 and held["completed"] < 12
+            client.unload("urgent")
+        results = await asyncio.gather(*(jobs.result("batch", j, timeout=120) for j in ids))
+        counts = await jobs.counts("batch")
+    assert results == [{"i": i, "sleep": 0.1} for i in range(12)]
+    assert (counts["completed"], counts["failed"]) == (12, 0)
+    exactly_once(finished_events(redis_server, redis_prefix, "batch"), ids)
+    assert supervisor.row("background")["state"] == "ready"
+
+
+async def test_stop_leaves_waiting_jobs_in_redis_and_the_next_start_serves_them(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    config = PROBE + queue_toml("durable", "probe", "run")
+    supervisor = supervisors(manifest(redis_server.url, redis_prefix, config))
+    async with producer(redis_server, redis_prefix) as jobs:
+        ids = [await jobs.add("durable", {"inputs": {"i": i, "sleep": 0.2}}) for i in range(8)]
+
+        async def one_done() -> bool:
+            return (await jobs.counts("durable"))["completed"] >= 1
+
+        await wait_until(one_done, "the first job")
+        assert supervisor.stop() == 0
+        stopped = await jobs.counts("durable")
+        assert (stopped["failed"], stopped["active"], stopped["delayed"]) == (0, 0, 0)
+        assert stopped["waiting"] >= 1 and stopped["completed"] + stopped["waiting"] == 8
+        with pytest.raises(RequestTimeout):
+            await jobs.result("durable", ids[-1], timeout=0.5)
+        supervisor.start()
+        results = await asyncio.gather(*(jobs.result("durable", j, timeout=120) for j in ids))
+    assert results == [{"i": i, "sleep": 0.2} for i in range(8)]
+    exactly_once(finished_events(redis_server, redis_prefix, "durable"), ids)
+
+
+async def test_chat_and_embed_jobs_with_the_packaged_models(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    models = f"""
+[models.smollm2]
+loader = "gguf"
+path = "{smollm2_gguf()}"
+vram_mb = 400
+options = {{ n_ctx = 512, seed = 1 }}
+
+[models.minilm]
+loader = "hf"
+path = "{minilm_dir()}"
+vram_mb = 400
+options = {{ task = "embedding", device = "cpu" }}
+
+"""
+    config = (
+        models + queue_toml("answers", "smollm2", "chat") + queue_toml("vectors", "minilm", "embed")
+    )
+    supervisor = supervisors(manifest(redis_server.url, redis_prefix, config, memory_mb=4000))
+    messages = [{"role": "user", "content": "What is the capital of France? One word."}]
+    texts = ["a cat", "a kitten", "a rocket"]
+    async with producer(redis_server, redis_prefix) as jobs:
+        answer = await jobs.run(
+            "answers", {"messages": messages, "max_tokens": 8, "temperature": 0}, timeout=120
+        )
+        vectors = await jobs.run("vectors", {"input": texts}, timeout=120)
+    with supervisor.client(timeout=120) as client:
+        direct_answer = client.model("smollm2").chat(messages, max_tokens=8, temperature=0)
+        direct_vectors = client.model("minilm").embed(texts)
+    assert isinstance(answer, str) and answer == direct_answer
+    assert "Paris" in answer
+    assert np.allclose(np.asarray(vectors, np.float32), direct_vectors, atol=1e-6)
+    assert np.asarray(vectors).shape == (3, 384)
+
+
+def test_a_queue_naming_an_unknown_model_stops_the_start(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    config = PROBE + queue_toml("lost", "nope", "run")
+    supervisor = supervisors(manifest(redis_server.url, redis_prefix, config), wait=False)
+    assert supervisor.process is not None
+    assert supervisor.process.wait(60) != 0
+    assert "[queues.lost] model: no model 'nope'" in supervisor.output()
