@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
 from bullmq import Worker
 
+from mlsup import defaults
 from mlsup.queues.processor import JobProcessor
 
 __all__ = ["QueueWorkers"]
@@ -26,10 +28,18 @@ log = logging.getLogger("mlsup.queues")
 class QueueWorkers:
     """One BullMQ worker per processor, on ``connection`` (a Redis URL) under ``prefix``."""
 
-    def __init__(self, processors: Sequence[JobProcessor], connection: str, prefix: str) -> None:
+    def __init__(
+        self,
+        processors: Sequence[JobProcessor],
+        connection: str,
+        prefix: str,
+        *,
+        stop_grace_s: float = defaults.QUEUE_STOP_GRACE_S,
+    ) -> None:
         self.processors = list(processors)
         self.connection = connection
         self.prefix = prefix
+        self.stop_grace_s = stop_grace_s
         self._workers: list[Worker] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -45,13 +55,16 @@ class QueueWorkers:
                     "concurrency": spec.concurrency,
                     "lockDuration": spec.lock_duration_ms,
                     "stalledInterval": spec.stalled_interval_ms,
-                    "name": f"mlsup:{spec.model}",
+                    # Redis client names (CLIENT SETNAME) allow no spaces.
+                    "name": re.sub(r"[^\w.:-]", "-", f"mlsup:{spec.model}"),
                     "autorun": False,  # its loop runs in a task of ours, not a stray one
                 },
             )
             worker.on("error", lambda exc, *job, name=spec.name: _log_error(name, exc))
             self._workers.append(worker)
-            self._tasks.append(asyncio.create_task(worker.run(), name=f"queue {spec.name}"))
+            task = asyncio.create_task(worker.run(), name=f"queue {spec.name}")
+            task.add_done_callback(_report_end)  # said at once, and re-raised by wait()
+            self._tasks.append(task)
         return self
 
     async def wait(self) -> None:
@@ -64,10 +77,18 @@ class QueueWorkers:
         raise RuntimeError(f"queue worker {next(iter(done)).get_name()!r} stopped by itself")
 
     async def close(self) -> None:
-        """Stop taking jobs, let those in hand finish, and close every connection."""
+        """Stop taking jobs, let those in hand finish within ``stop_grace_s``, and close every
+        connection. Jobs still running then are abandoned: their locks expire and BullMQ
+        hands them to the next runner (their attempt is not counted as failed)."""
         workers, self._workers = self._workers, []
         tasks, self._tasks = self._tasks, []
-        await asyncio.gather(*(worker.close() for worker in workers), return_exceptions=True)
+        closing = asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
+        try:
+            await asyncio.wait_for(asyncio.shield(closing), self.stop_grace_s)
+        except asyncio.TimeoutError:
+            log.warning("jobs still running after %g s; abandoning them", self.stop_grace_s)
+            await asyncio.gather(*(w.close(force=True) for w in workers), return_exceptions=True)
+            await closing
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
@@ -84,3 +105,8 @@ class QueueWorkers:
 
 def _log_error(queue: str, exc: Any) -> None:
     log.error("queue %s: %s", queue, exc)
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s: its worker loop failed: %r", task.get_name(), task.exception())

@@ -86,9 +86,12 @@ def queue_runner_spec(config: SupervisorConfig) -> SidecarSpec:
     """The queue runner (``[queues.<name>]``); its grace lets running jobs finish."""
     argv = (
         sys.executable, "-m", "mlsup.queues",
-        "--runtime", str(config.paths.root), "--config", config.manifest.source,
+        "--runtime", str(config.paths.root),
+        "--config", str(Path(config.manifest.source).resolve()),
     )  # fmt: skip
-    return SidecarSpec(name="queues", argv=argv, stop_grace_s=defaults.QUEUE_STOP_GRACE_S)
+    # Past its own grace the runner abandons its jobs and exits; this one covers that too.
+    grace = defaults.QUEUE_STOP_GRACE_S + defaults.SIDECAR_STOP_GRACE_S
+    return SidecarSpec(name="queues", argv=argv, stop_grace_s=grace)
 
 
 def gateway_spec(config: SupervisorConfig, settings: HttpSettings) -> SidecarSpec:
