@@ -165,7 +165,7 @@ class JobQueues:
         if state not in ("completed", "failed") or future.done():
             return
         job = await queue.getJob(job_id)
-        if job is not None:
+        if job is not None and not future.done():  # the event may have come meanwhile
             done = state == "completed"
             future.set_result((done, job.returnvalue if done else job.failedReason))
 
