@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from mlsup.cli import main as cli_main
 from mlsup.errors import JobFailed, RequestTimeout
 from mlsup.ipc.shm import sweep_orphans
+from mlsup.queues.metrics import register_queue_metrics
 from mlsup.testing.redis import TestRedis
 from mlsup.testing.tiny_models import minilm_dir, smollm2_gguf
 
@@ -95,6 +97,17 @@ async def test_bad_data_fails_at_once_naming_the_field_and_the_queue_goes_on(
     assert row["queue"] == "mixed"
     assert (row["completed"], row["failed"], row["waiting"], row["active"]) == (2, 2, 0, 0)
     assert row["oldest_waiting_s"] is None
+    # and so does /metrics' collector
+    registry = CollectorRegistry()
+    collector = register_queue_metrics(registry, supervisor.config)
+    assert collector is not None
+    try:
+        text = generate_latest(registry).decode()
+    finally:
+        collector.close()
+    assert 'mlsup_queue_jobs{queue="mixed",state="completed"} 2.0' in text
+    assert 'mlsup_queue_jobs{queue="mixed",state="failed"} 2.0' in text
+    assert 'mlsup_queue_oldest_waiting_seconds{queue="mixed"} 0.0' in text
 
 
 async def test_a_worker_killed_mid_job_loses_no_job_and_runs_none_twice(
