@@ -53,3 +53,12 @@ async def wait_until(
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(every)
+
+
+async def completed_at_least(jobs: JobQueues, queue: str, count: int) -> None:
+    """Wait until ``count`` jobs of ``queue`` have completed."""
+
+    async def enough() -> bool:
+        return (await jobs.counts(queue))["completed"] >= count
+
+    await wait_until(enough, f"{count} completed jobs of {queue!r}")

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,13 +17,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from mlsup.cli import main as cli_main
 from mlsup.errors import JobFailed, RequestTimeout
-from mlsup.ipc.shm import sweep_orphans
 from mlsup.queues.metrics import register_queue_metrics
 from mlsup.testing.redis import TestRedis
 from mlsup.testing.tiny_models import minilm_dir, smollm2_gguf
 
-from .queue_helpers import finished_events, producer, queue_toml, wait_until
-from .supervisor_helpers import RunningSupervisor, manifest
+from .queue_helpers import completed_at_least, finished_events, producer, queue_toml
+from .supervisor_helpers import manifest
 
 PROBE = """
 [models.probe]
@@ -34,22 +32,6 @@ vram_mb = 200
 idle_timeout_s = 0
 
 """
-
-
-@pytest.fixture
-def supervisors(tmp_path: Path) -> Any:
-    started: list[RunningSupervisor] = []
-
-    def start(config: str, name: str = "sup", wait: bool = True) -> RunningSupervisor:
-        supervisor = RunningSupervisor(tmp_path, config, name).start(wait=wait)
-        started.append(supervisor)
-        return supervisor
-
-    yield start
-    for supervisor in started:
-        if supervisor.process is not None and supervisor.process.poll() is None:
-            supervisor.stop()
-    sweep_orphans()
 
 
 def exactly_once(events: Counter[tuple[str, str]], ids: list[str]) -> None:
@@ -118,10 +100,7 @@ async def test_a_worker_killed_mid_job_loses_no_job_and_runs_none_twice(
     async with producer(redis_server, redis_prefix) as jobs:
         ids = [await jobs.add("crashy", {"inputs": {"i": i, "sleep": 0.05}}) for i in range(30)]
 
-        async def some_done() -> bool:
-            return (await jobs.counts("crashy"))["completed"] >= 5
-
-        await wait_until(some_done, "the first jobs")
+        await completed_at_least(jobs, "crashy", 5)
         row = supervisor.row("probe")
         os.kill(row["pid"], signal.SIGKILL)
         results = await asyncio.gather(*(jobs.result("crashy", j, timeout=120) for j in ids))
@@ -157,10 +136,7 @@ idle_timeout_s = 0
         data = [{"inputs": {"i": i, "sleep": 0.3}} for i in range(count)]
         ids = [await jobs.add("batch", item) for item in data]
 
-        async def some_done() -> bool:
-            return (await jobs.counts("batch"))["completed"] >= 2
-
-        await wait_until(some_done, "the first jobs")
+        await completed_at_least(jobs, "batch", 2)
         with supervisor.client(timeout=60) as client:
             assert client.load("urgent", timeout=60)["state"] == "ready"
             # The queue asks for its model again at once: it waits for a lease, not served.
@@ -185,10 +161,7 @@ async def test_stop_leaves_waiting_jobs_in_redis_and_the_next_start_serves_them(
     async with producer(redis_server, redis_prefix) as jobs:
         ids = [await jobs.add("durable", {"inputs": {"i": i, "sleep": 0.2}}) for i in range(8)]
 
-        async def one_done() -> bool:
-            return (await jobs.counts("durable"))["completed"] >= 1
-
-        await wait_until(one_done, "the first job")
+        await completed_at_least(jobs, "durable", 1)
         assert supervisor.stop() == 0
         stopped = await jobs.counts("durable")
         assert (stopped["failed"], stopped["active"], stopped["delayed"]) == (0, 0, 0)
