@@ -26,9 +26,14 @@ def producer(redis_server: TestRedis, prefix: str) -> JobQueues:
     return JobQueues(redis_server.url, redis_prefix=prefix)
 
 
-def finished_events(redis_server: TestRedis, prefix: str, queue: str) -> Counter[tuple[str, str]]:
-    """(event, job id) -> how often the queue's event stream recorded it, for completed and
-    failed: a job completed twice would show here."""
+def queue_events(
+    redis_server: TestRedis,
+    prefix: str,
+    queue: str,
+    kinds: tuple[str, ...] = ("completed", "failed"),
+) -> Counter[tuple[str, str]]:
+    """(event, job id) -> how often the queue's event stream recorded it, for the events of
+    ``kinds``: a job completed twice would show here."""
     client = redis_server.client()
     try:
         entries = client.xrange(f"{queue_prefix(prefix)}:{queue}:events")
@@ -37,7 +42,7 @@ def finished_events(redis_server: TestRedis, prefix: str, queue: str) -> Counter
     seen: Counter[tuple[str, str]] = Counter()
     for _id, fields in entries:
         event = fields.get(b"event", b"").decode()
-        if event in ("completed", "failed"):
+        if event in kinds:
             seen[(event, fields[b"jobId"].decode())] += 1
     return seen
 

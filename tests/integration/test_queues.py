@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -21,7 +22,7 @@ from mlsup.queues.metrics import register_queue_metrics
 from mlsup.testing.redis import TestRedis
 from mlsup.testing.tiny_models import minilm_dir, smollm2_gguf
 
-from .queue_helpers import completed_at_least, finished_events, producer, queue_toml
+from .queue_helpers import completed_at_least, producer, queue_events, queue_toml
 from .supervisor_helpers import manifest
 
 PROBE = """
@@ -49,7 +50,7 @@ async def test_200_jobs_at_concurrency_2_complete_exactly_once(
         counts = await jobs.counts("volume")
     assert results == [{"i": i} for i in range(200)]
     assert (counts["completed"], counts["failed"], counts["active"]) == (200, 0, 0)
-    exactly_once(finished_events(redis_server, redis_prefix, "volume"), ids)
+    exactly_once(queue_events(redis_server, redis_prefix, "volume"), ids)
 
 
 async def test_bad_data_fails_at_once_naming_the_field_and_the_queue_goes_on(
@@ -105,9 +106,38 @@ async def test_a_worker_killed_mid_job_loses_no_job_and_runs_none_twice(
         os.kill(row["pid"], signal.SIGKILL)
         results = await asyncio.gather(*(jobs.result("crashy", j, timeout=120) for j in ids))
     assert results == [{"i": i, "sleep": 0.05} for i in range(30)]
-    exactly_once(finished_events(redis_server, redis_prefix, "crashy"), ids)
+    exactly_once(queue_events(redis_server, redis_prefix, "crashy"), ids)
     after = supervisor.row("probe")
     assert after["restarts"] >= 1 and after["pid"] != row["pid"]
+
+
+def runner_pid(supervisor: Any) -> int:
+    """The pid of the supervisor's queue runner sidecar."""
+    for process in psutil.process_iter(["cmdline"]):
+        command = process.info["cmdline"] or []
+        if "mlsup.queues" in command and str(supervisor.runtime) in command:
+            return int(process.pid)
+    raise AssertionError("no queue runner is running")
+
+
+async def test_a_killed_queue_runner_is_respawned_and_its_jobs_are_run_again(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    queue = queue_toml(
+        "resilient", "probe", "run", concurrency=2, lock_duration_ms=1000, stalled_interval_ms=500
+    )
+    supervisor = supervisors(manifest(redis_server.url, redis_prefix, PROBE + queue))
+    async with producer(redis_server, redis_prefix) as jobs:
+        ids = [await jobs.add("resilient", {"inputs": {"i": i, "sleep": 0.2}}) for i in range(16)]
+        await completed_at_least(jobs, "resilient", 3)
+        killed = runner_pid(supervisor)
+        os.killpg(killed, signal.SIGKILL)  # mid-job: its locks expire, its jobs stall
+        results = await asyncio.gather(*(jobs.result("resilient", j, timeout=120) for j in ids))
+    assert results == [{"i": i, "sleep": 0.2} for i in range(16)]
+    exactly_once(queue_events(redis_server, redis_prefix, "resilient"), ids)
+    assert queue_events(redis_server, redis_prefix, "resilient", ("stalled",))  # recovered
+    assert runner_pid(supervisor) != killed
+    assert "sidecar queues" in supervisor.output()
 
 
 async def test_jobs_wait_while_their_model_is_preempted_and_finish_after_reload(
@@ -149,7 +179,7 @@ idle_timeout_s = 0
         counts = await jobs.counts("batch")
     assert results == [item["inputs"] for item in data]
     assert (counts["completed"], counts["failed"]) == (count, 0)
-    exactly_once(finished_events(redis_server, redis_prefix, "batch"), ids)
+    exactly_once(queue_events(redis_server, redis_prefix, "batch"), ids)
     assert supervisor.row("background")["state"] == "ready"
 
 
@@ -171,7 +201,7 @@ async def test_stop_leaves_waiting_jobs_in_redis_and_the_next_start_serves_them(
         supervisor.start()
         results = await asyncio.gather(*(jobs.result("durable", j, timeout=120) for j in ids))
     assert results == [{"i": i, "sleep": 0.2} for i in range(8)]
-    exactly_once(finished_events(redis_server, redis_prefix, "durable"), ids)
+    exactly_once(queue_events(redis_server, redis_prefix, "durable"), ids)
 
 
 async def test_chat_and_embed_jobs_with_the_packaged_models(
