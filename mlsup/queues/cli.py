@@ -37,7 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from mlsup.kit.redis_url import resolve_redis_url
     from mlsup.supervisor.config import resolve_config_path
 
-    manifest, queues = load_queues(resolve_config_path(args.config))
+    path = resolve_config_path(args.config)
+    if not path.exists():
+        print(f"mlsup jobs: no {path}; pass --config PATH or set $MLSUP_CONFIG", file=sys.stderr)
+        return 2
+    manifest, queues = load_queues(path)
     names = list(args.queues) or list(queues)
     if not names:
         print(f"no [queues.<name>] tables in {manifest.source}", file=sys.stderr)
