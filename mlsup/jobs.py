@@ -18,13 +18,14 @@ exponential backoff unless told otherwise.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import uuid
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from bullmq import Queue, QueueEvents
+import redis.asyncio
+from bullmq import Queue
 
 from mlsup import defaults
 from mlsup.errors import ConfigError, JobFailed, RequestTimeout
@@ -36,45 +37,57 @@ __all__ = ["JobQueues"]
 #: While a result is awaited, the job's state is also read this often (seconds), in case its
 #: event was trimmed from the stream before it was read.
 _STATE_POLL_S = 2.0
+#: Longest block of one XREAD on a queue's event stream (ms).
+_EVENTS_BLOCK_MS = 5000
 
 
 class _Results:
-    """The completed and failed events of one queue, matched to the jobs awaited."""
+    """The completed and failed events of one queue, matched to the jobs awaited.
 
-    def __init__(self, name: str, connection: str, prefix: str) -> None:
+    It reads BullMQ's event stream itself (XREAD on a connection of its own, without retries)
+    rather than through ``bullmq.QueueEvents``, whose close can hang on a retrying read.
+    """
+
+    def __init__(self, name: str, connection: str, stream: str) -> None:
         self.name = name
-        self.connection = connection
-        self.prefix = prefix
+        self.stream = stream
         self.waiting: dict[str, asyncio.Future[tuple[bool, Any]]] = {}
-        self._events: QueueEvents | None = None
+        self._client = redis.asyncio.Redis.from_url(connection, decode_responses=True)
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, queue: Queue) -> None:
+    async def start(self) -> None:
         # Read from the stream's current end, fixed before any job is added: an event written
-        # between now and the consumer's first read is not missed (as "$" would miss it).
-        newest = await queue.client.xrevrange(queue.keys["events"], count=1)
-        events = QueueEvents(
-            self.name,
-            {"connection": self.connection, "prefix": self.prefix, "autorun": False,
-             "lastEventId": newest[0][0] if newest else "0-0"},
-        )  # fmt: skip
-        events.on("completed", lambda args, _id: self._settle(args, True, "returnvalue"))
-        events.on("failed", lambda args, _id: self._settle(args, False, "failedReason"))
-        self._events = events
-        self._task = asyncio.create_task(events.run(), name=f"results of {self.name}")
+        # between now and the first read is not missed (as "$" would miss it).
+        newest: Any = await self._client.xrevrange(self.stream, count=1)
+        last = newest[0][0] if newest else "0-0"
+        self._task = asyncio.create_task(self._read(last), name=f"results of {self.name}")
 
-    def _settle(self, args: Mapping[str, Any], completed: bool, field: str) -> None:
-        future = self.waiting.get(str(args.get("jobId")))
-        if future is not None and not future.done():
-            future.set_result((completed, args.get(field)))
+    async def _read(self, after: str) -> None:
+        while True:
+            reply: Any = await self._client.xread({self.stream: after}, block=_EVENTS_BLOCK_MS)
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    after = entry_id
+                    self._settle(fields)
+
+    def _settle(self, fields: Mapping[str, str]) -> None:
+        event = fields.get("event")
+        future = self.waiting.get(str(fields.get("jobId")))
+        if future is None or future.done() or event not in ("completed", "failed"):
+            return
+        if event == "failed":
+            future.set_result((False, fields.get("failedReason")))
+            return
+        try:
+            future.set_result((True, json.loads(fields.get("returnvalue", "null"))))
+        except ValueError:
+            future.set_result((True, fields.get("returnvalue")))
 
     async def close(self) -> None:
-        if self._events is not None:
-            await self._events.close()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._client.aclose()
 
 
 class JobQueues:
@@ -98,8 +111,8 @@ class JobQueues:
         async with self._lock:
             if name not in self._queues:
                 queue = Queue(name, {"connection": self.connection, "prefix": self.prefix})
-                results = _Results(name, self.connection, self.prefix)
-                await results.start(queue)
+                results = _Results(name, self.connection, queue.keys["events"])
+                await results.start()
                 self._queues[name], self._results[name] = queue, results
             return self._queues[name], self._results[name]
 

@@ -204,6 +204,22 @@ async def test_stop_leaves_waiting_jobs_in_redis_and_the_next_start_serves_them(
     exactly_once(queue_events(redis_server, redis_prefix, "durable"), ids)
 
 
+async def test_a_queue_model_loads_on_the_first_job_and_unloads_when_idle(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    models = PROBE.replace("idle_timeout_s = 0", "idle_timeout_s = 1")
+    config = models + queue_toml("idle", "probe", "run")
+    supervisor = supervisors(manifest(redis_server.url, redis_prefix, config))
+    assert supervisor.row("probe")["state"] == "unloaded"  # no job yet: not loaded
+    async with producer(redis_server, redis_prefix) as jobs:
+        assert await jobs.run("idle", {"inputs": {"n": 1}}, timeout=60) == {"n": 1}
+        first = supervisor.row("probe")
+        assert first["state"] == "ready"
+        supervisor.wait_for("probe", lambda row: row["state"] == "unloaded")
+        assert await jobs.run("idle", {"inputs": {"n": 2}}, timeout=60) == {"n": 2}
+    assert supervisor.row("probe")["generation"] > first["generation"]
+
+
 async def test_chat_and_embed_jobs_with_the_packaged_models(
     supervisors: Any, redis_server: TestRedis, redis_prefix: str
 ) -> None:
