@@ -162,3 +162,5 @@ GATEWAY_MAX_QUEUE = 64
 GATEWAY_RETRY_AFTER_S = 1
 #: How often the gateway checks that the supervisor that started it still runs (seconds).
 GATEWAY_PARENT_CHECK_S = 1.0
+#: Largest audio upload accepted by /v1/audio/transcriptions (bytes): the OpenAI API's limit.
+GATEWAY_MAX_UPLOAD_BYTES = 25 << 20

@@ -23,7 +23,9 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
         ├── ModelOOM                the device ran out of memory while loading or running
         ├── WorkerCrashed           the worker process died (carries the exit code or signal)
         ├── Preempted               the model was asked to yield to a higher priority
-        └── ModelFailed             the model crashed too often and is parked until reloaded
+        ├── ModelFailed             the model crashed too often and is parked until reloaded
+        ├── UnsupportedOperation    the model's kind does not offer that operation
+        └── QueueFull               too many requests wait for that model; retry later
 
     BaseException
     └── Interrupt                   cooperative cancellation that must not be swallowed
@@ -61,11 +63,13 @@ __all__ = [
     "PeerGone",
     "Preempted",
     "ProtocolError",
+    "QueueFull",
     "RemoteError",
     "RequestTimeout",
     "ShutdownRequested",
     "SupervisorUnavailable",
     "TransportError",
+    "UnsupportedOperation",
     "WorkerCrashed",
     "YieldRequested",
     "error_from_wire",
@@ -284,3 +288,17 @@ def error_from_wire(data: object) -> MlsupError:
         context = {**context, "remote_type": name if isinstance(name, str) else "?"}
         return RemoteError(message, **context)
     return cls(message, **context)
+
+
+# --- The HTTP gateway ------------------------------------------------------------------------
+
+
+class UnsupportedOperation(ModelError):
+    """The model's kind does not offer the operation; the message names the kinds that do."""
+
+
+class QueueFull(ModelError):
+    """The model already has as many requests in flight and waiting as it may; retry later."""
+
+
+_BY_NAME.update({cls.__name__: cls for cls in (UnsupportedOperation, QueueFull)})
