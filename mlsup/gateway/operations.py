@@ -71,8 +71,10 @@ class ModelRow:
 
 def read_row(row: Any) -> ModelRow:
     """The one place that reads a status row (a dict today; a typed struct tomorrow)."""
-    get = row.get if isinstance(row, Mapping) else lambda key, default=None: getattr(
-        row, key, default
+    get = (
+        row.get
+        if isinstance(row, Mapping)
+        else lambda key, default=None: getattr(row, key, default)
     )
     return ModelRow(
         model=str(get("model")),

@@ -9,12 +9,18 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from mlsup.errors import MlsupError, ModelNotFound
+from mlsup.errors import (
+    MlsupError,
+    ModelLoadError,
+    ModelNotFound,
+    ProtocolError,
+    UnsupportedOperation,
+)
 from mlsup.gateway.admission import ModelQueue, Ticket
 from mlsup.gateway.http_errors import http_error
 from mlsup.gateway.media import png
 from mlsup.gateway.metrics import GatewayMetrics, Snapshot
-from mlsup.gateway.operations import ModelRow, check_kind, read_row
+from mlsup.gateway.operations import ROUTES, ModelRow, check_kind, read_row
 from mlsup.gateway.requests import GenerationCall
 from mlsup.gateway.shapes import (
     DONE,
@@ -33,6 +39,8 @@ from mlsup.gateway.shapes import (
 from mlsup.proxy import AsyncModelProxy, AsyncSupervisorProxy
 
 __all__ = ["Gateway", "OpenStream"]
+
+_NO_TOKENIZER = -1
 
 
 class OpenStream:
@@ -93,15 +101,35 @@ class Gateway:
         self.metrics.count(model, op, status)
         self.metrics.duration.labels(model, op).observe(time.monotonic() - started)
 
+    @contextlib.asynccontextmanager
+    async def _served(self, model: str, op: str) -> AsyncIterator[None]:
+        """A loader error from a model that loaded fine means that this model cannot do
+        ``op`` (an hf encoder asked to chat): a 400, not a 500."""
+        try:
+            yield
+        except ModelLoadError as exc:
+            row = next((r for r in await self.rows() if r.model == model), None)
+            if row is None or row.state != "ready":
+                raise
+            raise UnsupportedOperation(
+                f"model {model!r} cannot serve {ROUTES[op].path}: {exc.message}", model=model
+            ) from exc
+
     # -- token usage ----------------------------------------------------------------------------
 
     async def _tokens(self, proxy: AsyncModelProxy, text: str) -> int:
         """Tokens of ``text`` by the model's tokenizer, without the special tokens (BOS, CLS,
-        SEP) that it adds to any text: those of the empty string."""
+        SEP) that it adds to any text: those of the empty string. 0 for a model without a
+        tokenizer (its worker does not serve ``tokenize``)."""
         model = proxy.model_id
         if model not in self._specials:
-            self._specials[model] = len(await proxy.tokenize(""))
             self.metrics.tally.gateway_sent(model)
+            try:
+                self._specials[model] = len(await proxy.tokenize(""))
+            except ProtocolError:  # unknown operation: no tokenizer to count with
+                self._specials[model] = _NO_TOKENIZER
+        if self._specials[model] == _NO_TOKENIZER:
+            return 0
         self.metrics.tally.gateway_sent(model)
         return max(0, len(await proxy.tokenize(text)) - self._specials[model])
 
@@ -116,7 +144,7 @@ class Gateway:
         """Tokens of several inputs, in one call: their sum, with each input's special
         tokens counted once per input."""
         joined = await self._tokens(proxy, "\n".join(texts))
-        return joined + self._specials[proxy.model_id] * len(texts)
+        return joined + max(0, self._specials[proxy.model_id]) * len(texts)
 
     # -- generation -----------------------------------------------------------------------------
 
@@ -124,7 +152,8 @@ class Gateway:
         """A non-streamed chat or completion response."""
         proxy, ticket = await self.admit(model, op)
         try:
-            text = await proxy.call(op, call.prompt, **call.kwargs)
+            async with self._served(model, op):
+                text = await proxy.call(op, call.prompt, **call.kwargs)
             self.metrics.tally.gateway_sent(model)
             usage = Usage(
                 await self.prompt_tokens(proxy, call.prompt), await self._tokens(proxy, text)
@@ -143,8 +172,9 @@ class Gateway:
         proxy, ticket = await self.admit(model, op)
         pieces: Any = None
         try:
-            pieces = await getattr(proxy, op)(call.prompt, stream=True, **call.kwargs)
-            first = await _first(pieces)
+            async with self._served(model, op):
+                pieces = await getattr(proxy, op)(call.prompt, stream=True, **call.kwargs)
+                first = await _first(pieces)
         except BaseException:
             ticket.release()
             await _aclose(pieces)
@@ -213,13 +243,13 @@ class Gateway:
         outcome["status"] = 200
         yield DONE
 
-
     # -- embeddings, audio, images -------------------------------------------------------------
 
     async def embed(self, model: str, texts: list[str], encoding: Any) -> dict[str, Any]:
         proxy, ticket = await self.admit(model, "embed")
         try:
-            vectors = await proxy.embed(texts)
+            async with self._served(model, "embed"):
+                vectors = await proxy.embed(texts)
             self.metrics.tally.gateway_sent(model)
             tokens = await self.texts_tokens(proxy, texts)
         finally:
@@ -277,4 +307,3 @@ def error_event(exc: BaseException) -> bytes:
         body = {"error": {"message": f"internal error: {exc!r}", "type": "server_error",
                           "param": None, "code": None}}  # fmt: skip
     return sse(body)
-
