@@ -16,7 +16,6 @@ import base64
 import contextlib
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,9 +30,10 @@ import numpy as np
 
 from mlsup.bench.ipc import latencies
 from mlsup.bench.proxy import compare, interleaved
-from mlsup.bench.rows import Row, percentile
+from mlsup.bench.rows import Row, not_run, percentile
 from mlsup.bench.supervised import supervisor
 from mlsup.bench.workloads import by_kind
+from mlsup.testing.gateway import free_port, wait_for_gateway
 from mlsup.testing.redis import test_redis
 from mlsup.testing.supervisor import RunningSupervisor, manifest
 
@@ -42,23 +42,7 @@ __all__ = ["run"]
 SUITE = "http"
 _SENTENCES = by_kind("minilm").args[0]
 _CHAT = by_kind("smollm2")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_http(base: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the gateway at {base} did not answer within {timeout:g} s")
-        time.sleep(0.05)
+_LAYOUT_ROW = "control status p99 while the gateway serves"
 
 
 def _models(port: int) -> str:
@@ -217,7 +201,7 @@ def _layout_row(layout: str, sup: Any, base: str, count: int) -> Row:
         busy = _status_latencies(sup, count)
     value, base_value = percentile(busy, 99) * 1e3, percentile(idle, 99) * 1e3
     return Row(
-        SUITE, f"control status p99 while the gateway streams ({layout})", "ms", value,
+        SUITE, f"{_LAYOUT_ROW} ({layout})", "ms", value,
         "idle control plane", base_value, None, None,
         f"p50 {percentile(busy, 50) * 1e3:.2f} ms vs {percentile(idle, 50) * 1e3:.2f} ms idle",
         tuple(busy), tuple(idle),
@@ -249,19 +233,23 @@ def _inprocess_layout(port: int) -> Iterator[RunningSupervisor]:
 def run(quick: bool = False) -> list[Row]:
     """All http rows; ``quick`` uses a few calls of each."""
     count, status_count = (8, 40) if quick else (60, 400)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     with supervisor(_models(port)) as running, running.client(timeout=120) as sup:
-        _wait_http(base)
+        wait_for_gateway(base)
         for model in ("minilm", "smollm2"):
             sup.load(model)
         with httpx.Client(base_url=base, timeout=120) as http:
             rows = _model_rows(sup, http, count)
         rows.append(_layout_row("sidecar process", sup, base, status_count))
-    port = _free_port()
+    if quick:
+        rows.append(not_run(SUITE, f"{_LAYOUT_ROW} (same process as the supervisor)", "ms",
+                            "--quick does not start a second supervisor"))  # fmt: skip
+        return rows
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     with _inprocess_layout(port) as running, running.client(timeout=120) as sup:
-        _wait_http(base)
+        wait_for_gateway(base)
         for model in ("minilm", "smollm2"):
             sup.load(model)
         rows.append(_layout_row("same process as the supervisor", sup, base, status_count))

@@ -8,8 +8,10 @@ import base64
 import io
 import json
 import os
+import re
 import signal
-import socket
+import subprocess
+import sys
 import threading
 import time
 import wave
@@ -26,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import mlsup
 from mlsup.ipc.shm import sweep_orphans
 from mlsup.kit.loaders.whisper import SAMPLE_RATE
+from mlsup.testing.gateway import free_port, wait_for_gateway
 from mlsup.testing.redis import TestRedis
 from mlsup.testing.supervisor import RunningSupervisor, manifest
 from mlsup.testing.tiny_models import minilm_dir, smollm2_gguf, tiny_diffusion, tiny_whisper
@@ -34,12 +37,6 @@ KEY = "test-key"
 HI = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 GREEDY: dict[str, Any] = {"max_tokens": 12, "temperature": 0.0, "seed": 1}
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"  # SmolLM2 keeps counting: a long generation
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def models_toml(port: int) -> str:
@@ -131,19 +128,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, redis_server: TestRedis) -
     config = manifest(redis_server.url, prefix, models_toml(port), memory_mb=4000)
     supervisor = RunningSupervisor(directory, config).start()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:  # the gateway is a sidecar: it serves shortly after the supervisor
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"no gateway:\n{supervisor.output()}"
-        time.sleep(0.05)
-    with mlsup.connect(supervisor.runtime) as sup:
-        for model in ("smollm2", "minilm", "whisper", "image"):
-            load(sup, model)
     try:
+        wait_for_gateway(base, output=supervisor.output())  # a sidecar: up shortly after
+        with mlsup.connect(supervisor.runtime) as sup:
+            for model in ("smollm2", "minilm", "whisper", "image"):
+                load(sup, model)
         yield Gateway(supervisor, base)
     finally:
         supervisor.stop()
@@ -426,3 +415,25 @@ def test_metrics_parse_and_count_gateway_and_proxy_requests(gateway: Gateway) ->
     assert value("mlsup_model_load_duration_seconds", after, model="minilm") > 0
     assert value("mlsup_worker_restarts_total", after, model="smollm2", reason="crashed") >= 1
     assert ("mlsup_requests_running", (("model", "minilm"),)) in after
+
+
+def test_the_readme_http_examples_run(gateway: Gateway) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## OpenAI-compatible HTTP", 1)[1].split("\n## ", 1)[0]
+    address = gateway.base.removeprefix("http://")
+
+    def ours(code: str) -> str:
+        return code.replace("127.0.0.1:8000", address).replace("change-me", KEY)
+
+    shell = re.findall(r"```sh\n(.*?)```", section, re.S)[0]
+    commands = shell.split("\n", 1)[1]  # all but `mlsup start`: the fixture runs one
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", ours(commands)], capture_output=True,
+                         text=True, timeout=300, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert '"object":"chat.completion"' in out.stdout and "data: [DONE]" in out.stdout
+    assert "mlsup_requests_total{" in out.stdout
+    python = re.findall(r"```py\n(.*?)```", section, re.S)[0]
+    out = subprocess.run([sys.executable, "-c", ours(python)], capture_output=True, text=True,
+                         timeout=300, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "('smollm2', 'gguf', 'ready')" in out.stdout and out.stdout.rstrip().endswith("384")

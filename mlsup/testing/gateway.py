@@ -1,0 +1,31 @@
+"""Helpers for tests and benchmarks of the HTTP gateway: a free loopback port, and waiting
+until a gateway (a sidecar, up shortly after its supervisor) answers ``/health``."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+
+__all__ = ["free_port", "wait_for_gateway"]
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_gateway(base: str, timeout: float = 60, *, output: str = "") -> None:
+    """Wait until ``base``/health answers 200; AssertionError (with ``output``) after
+    ``timeout`` seconds."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        assert time.monotonic() < deadline, f"no gateway at {base} after {timeout:g} s\n{output}"
+        time.sleep(0.05)
