@@ -160,6 +160,9 @@ GATEWAY_HOST = "127.0.0.1"
 GATEWAY_MAX_QUEUE = 64
 #: ``Retry-After`` (seconds) of a 429 (queue full) or 503 (model preempted or crashed).
 GATEWAY_RETRY_AFTER_S = 1
+#: How long a stopping gateway lets responses in progress finish (seconds); below
+#: SIDECAR_STOP_GRACE_S, so that it exits on its own before the supervisor's SIGKILL.
+GATEWAY_SHUTDOWN_GRACE_S = 3.0
 #: How often the gateway checks that the supervisor that started it still runs (seconds).
 GATEWAY_PARENT_CHECK_S = 1.0
 #: Largest audio upload accepted by /v1/audio/transcriptions (bytes): the OpenAI API's limit.

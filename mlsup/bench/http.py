@@ -33,7 +33,7 @@ from mlsup.bench.proxy import compare, interleaved
 from mlsup.bench.rows import Row, not_run, percentile
 from mlsup.bench.supervised import supervisor
 from mlsup.bench.workloads import by_kind
-from mlsup.testing.gateway import free_port, wait_for_gateway
+from mlsup.testing.gateway import free_port, load_models, wait_for_gateway
 from mlsup.testing.redis import test_redis
 from mlsup.testing.supervisor import RunningSupervisor, manifest
 
@@ -165,13 +165,13 @@ def _streaming(base: str) -> Iterator[None]:
             while not stop.is_set():
                 with http.stream("POST", "/v1/chat/completions", json=body) as response:
                     for _ in response.iter_lines():
-                        pass
+                        pass  # an error answer is load all the same
 
     def embeddings() -> None:
         with httpx.Client(base_url=base, timeout=120) as http:
             body = {"model": "minilm", "input": list(_SENTENCES) * 11}
             while not stop.is_set():
-                http.post("/v1/embeddings", json=body).raise_for_status()
+                http.post("/v1/embeddings", json=body)  # an error answer is load all the same
 
     threads = [threading.Thread(target=work, daemon=True) for work in (chats, embeddings)]
     for thread in threads:
@@ -195,17 +195,26 @@ def _status_latencies(sup: Any, count: int) -> list[float]:
     return samples
 
 
-def _layout_row(layout: str, sup: Any, base: str, count: int) -> Row:
-    idle = _status_latencies(sup, count)
-    with _streaming(base):
-        busy = _status_latencies(sup, count)
-    value, base_value = percentile(busy, 99) * 1e3, percentile(idle, 99) * 1e3
-    return Row(
-        SUITE, f"{_LAYOUT_ROW} ({layout})", "ms", value,
-        "idle control plane", base_value, None, None,
-        f"p50 {percentile(busy, 50) * 1e3:.2f} ms vs {percentile(idle, 50) * 1e3:.2f} ms idle",
-        tuple(busy), tuple(idle),
-    )  # fmt: skip
+def _layout_rows(layouts: list[tuple[str, Any, str]], count: int, blocks: int) -> list[Row]:
+    """Per layout (name, control-plane client, gateway URL): status latencies idle and while
+    its gateway serves, the layouts alternating in ``blocks`` blocks (same background load)."""
+    idle: dict[str, list[float]] = {name: [] for name, _, _ in layouts}
+    busy: dict[str, list[float]] = {name: [] for name, _, _ in layouts}
+    for _ in range(blocks):
+        for name, sup, base in layouts:
+            idle[name] += _status_latencies(sup, count // blocks)
+            with _streaming(base):
+                busy[name] += _status_latencies(sup, count // blocks)
+    rows = []
+    for name, _, _ in layouts:
+        b, i = busy[name], idle[name]
+        rows.append(Row(
+            SUITE, f"{_LAYOUT_ROW} ({name})", "ms", percentile(b, 99) * 1e3,
+            "idle control plane", percentile(i, 99) * 1e3, None, None,
+            f"p50 {percentile(b, 50) * 1e3:.2f} ms vs {percentile(i, 50) * 1e3:.2f} ms idle",
+            tuple(b), tuple(i),
+        ))  # fmt: skip
+    return rows
 
 
 @contextlib.contextmanager
@@ -231,26 +240,27 @@ def _inprocess_layout(port: int) -> Iterator[RunningSupervisor]:
 
 
 def run(quick: bool = False) -> list[Row]:
-    """All http rows; ``quick`` uses a few calls of each."""
-    count, status_count = (8, 40) if quick else (60, 400)
+    """All http rows; ``quick`` uses a few calls of each, and measures the sidecar layout
+    only (the other needs a second supervisor)."""
+    count, status_count = (8, 40) if quick else (60, 600)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with supervisor(_models(port)) as running, running.client(timeout=120) as sup:
         wait_for_gateway(base)
-        for model in ("minilm", "smollm2"):
-            sup.load(model)
+        load_models(sup, ("minilm", "smollm2"))
         with httpx.Client(base_url=base, timeout=120) as http:
             rows = _model_rows(sup, http, count)
-        rows.append(_layout_row("sidecar process", sup, base, status_count))
-    if quick:
-        rows.append(not_run(SUITE, f"{_LAYOUT_ROW} (same process as the supervisor)", "ms",
-                            "--quick does not start a second supervisor"))  # fmt: skip
-        return rows
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with _inprocess_layout(port) as running, running.client(timeout=120) as sup:
-        wait_for_gateway(base)
-        for model in ("minilm", "smollm2"):
-            sup.load(model)
-        rows.append(_layout_row("same process as the supervisor", sup, base, status_count))
+        sidecar = ("sidecar process", sup, base)
+        if quick:
+            rows += _layout_rows([sidecar], status_count, blocks=1)
+            rows.append(not_run(SUITE, f"{_LAYOUT_ROW} (same process as the supervisor)", "ms",
+                                "--quick does not start a second supervisor"))  # fmt: skip
+            return rows
+        other_port = free_port()
+        other_base = f"http://127.0.0.1:{other_port}"
+        with _inprocess_layout(other_port) as other, other.client(timeout=120) as other_sup:
+            wait_for_gateway(other_base)
+            load_models(other_sup, ("minilm", "smollm2"))
+            same = ("same process as the supervisor", other_sup, other_base)
+            rows += _layout_rows([sidecar, same], status_count, blocks=3)
     return rows

@@ -36,8 +36,9 @@ async def _serve(host: str, port: int, max_queue: int) -> None:
 
     app = create_app(api_key=os.environ.get(API_KEY_ENV) or None, max_queue=max_queue)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
-    )
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+        timeout_graceful_shutdown=int(defaults.GATEWAY_SHUTDOWN_GRACE_S),
+    )  # fmt: skip
     server = uvicorn.Server(config)
     watch = None
     if os.environ.get(SUPERVISOR_PID_ENV):

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import time
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["free_port", "wait_for_gateway"]
+__all__ = ["free_port", "load_models", "wait_for_gateway"]
 
 
 def free_port() -> int:
@@ -29,3 +32,20 @@ def wait_for_gateway(base: str, timeout: float = 60, *, output: str = "") -> Non
                 return
         assert time.monotonic() < deadline, f"no gateway at {base} after {timeout:g} s\n{output}"
         time.sleep(0.05)
+
+
+def load_models(sup: Any, models: Sequence[str], attempts: int = 3) -> None:
+    """Load ``models`` through a :class:`~mlsup.proxy.SupervisorProxy`, trying a failed load
+    again: on a loaded machine the supervisor's first worker spawn (its template importing
+    torch) can outlast a lease's TTL, and the lease is then lost."""
+    from mlsup.errors import MlsupError
+
+    for model in models:
+        for attempt in range(attempts):
+            try:
+                sup.load(model)
+                break
+            except MlsupError as exc:
+                if attempt == attempts - 1:
+                    raise
+                print(f"loading {model} again after: {exc}", file=sys.stderr, flush=True)

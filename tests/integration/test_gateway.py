@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import mlsup
 from mlsup.ipc.shm import sweep_orphans
 from mlsup.kit.loaders.whisper import SAMPLE_RATE
-from mlsup.testing.gateway import free_port, wait_for_gateway
+from mlsup.testing.gateway import free_port, load_models, wait_for_gateway
 from mlsup.testing.redis import TestRedis
 from mlsup.testing.supervisor import RunningSupervisor, manifest
 from mlsup.testing.tiny_models import minilm_dir, smollm2_gguf, tiny_diffusion, tiny_whisper
@@ -107,19 +107,6 @@ class Gateway:
         }
 
 
-def load(sup: mlsup.SupervisorProxy, model: str) -> None:
-    """Load up front, so that tests do not time loads. Once more if the lease was lost: the
-    supervisor's first spawn waits for its worker template to import torch, and on a loaded
-    machine that can outlast a lease's TTL."""
-    for attempt in range(3):
-        try:
-            sup.load(model)
-            return
-        except mlsup.MlsupError:
-            if attempt == 2:
-                raise
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, redis_server: TestRedis) -> Iterator[Gateway]:
     prefix = redis_server.prefix()
@@ -130,9 +117,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, redis_server: TestRedis) -
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_gateway(base, output=supervisor.output())  # a sidecar: up shortly after
-        with mlsup.connect(supervisor.runtime) as sup:
-            for model in ("smollm2", "minilm", "whisper", "image"):
-                load(sup, model)
+        with mlsup.connect(supervisor.runtime) as sup:  # up front: tests do not time loads
+            load_models(sup, ("smollm2", "minilm", "whisper", "image"))
         yield Gateway(supervisor, base)
     finally:
         supervisor.stop()
@@ -437,3 +423,26 @@ def test_the_readme_http_examples_run(gateway: Gateway) -> None:
                          timeout=300, check=False)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "('smollm2', 'gguf', 'ready')" in out.stdout and out.stdout.rstrip().endswith("384")
+
+
+def test_a_crashed_gateway_is_respawned_and_the_supervisor_keeps_serving(
+    gateway: Gateway,
+) -> None:
+    def gateway_pids() -> list[int]:
+        starts = re.findall(r"sidecar gateway: started pid (\d+)", gateway.supervisor.output())
+        return [int(pid) for pid in starts]
+
+    [pid] = gateway_pids()[-1:]
+    model_pid = worker_pid(gateway, "minilm")
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while len(gateway_pids()) < 2 or gateway_pids()[-1] == pid:
+        assert time.monotonic() < deadline, gateway.supervisor.output()[-3000:]
+        time.sleep(0.05)
+    wait_for_gateway(gateway.base, output=gateway.supervisor.output())
+    # The control plane and the models never noticed: same worker, still ready.
+    row = gateway.supervisor.row("minilm")
+    assert (row["state"], row["pid"]) == ("ready", model_pid)
+    assert "exited with signal SIGKILL; respawning" in gateway.supervisor.output()
+    answer = gateway.client().embeddings.create(model="minilm", input="still here")
+    assert len(answer.data[0].embedding) == 384
