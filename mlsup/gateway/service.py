@@ -4,12 +4,14 @@ model's own tokenizer, streams as server-sent events, and metrics of each reques
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from mlsup.errors import (
+    DeviceError,
     MlsupError,
     ModelLoadError,
     ModelNotFound,
@@ -36,6 +38,7 @@ from mlsup.gateway.shapes import (
     text_chunk,
     text_response,
 )
+from mlsup.kit.devices import discover_nvml
 from mlsup.proxy import AsyncModelProxy, AsyncSupervisorProxy
 
 __all__ = ["Gateway", "OpenStream"]
@@ -65,6 +68,7 @@ class Gateway:
         self.metrics = GatewayMetrics(self.queues)
         self._kinds: dict[str, str] = {}
         self._specials: dict[str, int] = {}
+        self._nvml = True  # until NVML says there is no GPU
 
     # -- models ---------------------------------------------------------------------------------
 
@@ -95,7 +99,25 @@ class Gateway:
     async def metrics_text(self) -> bytes:
         rows = await self.rows()
         leases = await self.proxy.leases()
-        return self.metrics.render(Snapshot(rows=rows, leases=leases))
+        used = await self._gpu_used()
+        return self.metrics.render(Snapshot(rows=rows, leases=leases, gpu_used=used))
+
+    async def _gpu_used(self) -> dict[int, int]:
+        """Bytes in use on each real GPU, from NVML; {} where there is none (remembered)."""
+        if not self._nvml:
+            return {}
+        try:
+            devices = await asyncio.to_thread(discover_nvml)
+        except DeviceError:
+            return {}
+        if devices is None:
+            self._nvml = False
+            return {}
+        return {
+            d.index: (d.total_mb - d.free_mb) << 20
+            for d in devices
+            if d.total_mb is not None and d.free_mb is not None
+        }
 
     def record(self, model: str, op: str, status: int, started: float) -> None:
         self.metrics.count(model, op, status)

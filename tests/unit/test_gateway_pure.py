@@ -269,7 +269,7 @@ def test_supervisor_families_render_and_parse() -> None:
     leases = [{"gpu": 0, "capacity_mb": 1000, "model_id": "m", "vram_mb": 100},
               {"gpu": 0, "capacity_mb": 1000, "model_id": "other", "vram_mb": 50}]  # fmt: skip
     families = supervisor_families(
-        Snapshot(rows, leases), RequestTally(), {}, {("m", "chat", "200"): 2}
+        Snapshot(rows, leases, gpu_used={0: 7 << 20}), RequestTally(), {}, {("m", "chat", "200"): 2}
     )
 
     class Static:
@@ -295,6 +295,7 @@ def test_supervisor_families_render_and_parse() -> None:
     assert parsed[("mlsup_gpu_memory_leased_bytes", (("gpu", "0"),))] == 150 << 20
     assert parsed[("mlsup_gpu_memory_total_bytes", (("gpu", "0"),))] == 1000 << 20
     assert parsed[("mlsup_lease_vram_bytes", (("gpu", "0"), ("model", "other")))] == 50 << 20
+    assert parsed[("mlsup_gpu_memory_used_bytes", (("gpu", "0"),))] == 7 << 20
 
 
 # -- media -------------------------------------------------------------------------------------
