@@ -10,10 +10,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mlsup.errors import (
+    BenchmarkError,
+    CannotListen,
     CapacityExceeded,
     ConfigError,
     DeviceError,
     Interrupt,
+    InvalidArgument,
     LeaseError,
     LeaseLost,
     LeaseNotHeld,
@@ -24,6 +27,7 @@ from mlsup.errors import (
     ModelLoadError,
     ModelNotFound,
     ModelOOM,
+    NoWorkerLog,
     PeerGone,
     Preempted,
     ProtocolError,
@@ -32,6 +36,7 @@ from mlsup.errors import (
     ShutdownRequested,
     SupervisorUnavailable,
     TransportError,
+    UsageError,
     WorkerCrashed,
     YieldRequested,
 )
@@ -109,6 +114,8 @@ _KIT = frozenset(
 __all__ = [
     "AsyncModelProxy",
     "AsyncSupervisorProxy",
+    "BenchmarkError",
+    "CannotListen",
     "CapacityExceeded",
     "ConfigError",
     "DeviceError",
@@ -121,6 +128,7 @@ __all__ = [
     "HFModelLoader",
     "IdleResourceManager",
     "Interrupt",
+    "InvalidArgument",
     "LeaseError",
     "LeaseLost",
     "LeaseNotHeld",
@@ -135,6 +143,7 @@ __all__ = [
     "ModelOOM",
     "ModelProxy",
     "ModelSpec",
+    "NoWorkerLog",
     "ONNXLoader",
     "PeerGone",
     "Preempted",
@@ -149,6 +158,7 @@ __all__ = [
     "SupervisorUnavailable",
     "SyncGPUBoss",
     "TransportError",
+    "UsageError",
     "ValidatedLlamaLoader",
     "WhisperLoader",
     "WorkerCrashed",

@@ -26,6 +26,7 @@ from typing import Any
 from mlsup.bench.rows import Row, gpu_count, not_run, percentile
 from mlsup.bench.supervised import phases, probe_model, supervisor
 from mlsup.bench.workloads import WORKLOADS, Workload
+from mlsup.errors import BenchmarkError
 
 __all__ = ["run"]
 
@@ -53,7 +54,7 @@ def _fresh_python(workload: Workload) -> float:
     line = process.stdout.readline().strip()
     elapsed = time.monotonic() - started
     if process.wait(60) != 0 or line != "done":
-        raise RuntimeError(f"the fresh-Python load of {workload.kind} failed")
+        raise BenchmarkError(f"the fresh-Python load of {workload.kind} failed")
     return elapsed
 
 

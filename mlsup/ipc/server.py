@@ -18,15 +18,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
 import zmq
 
 from mlsup import defaults
-from mlsup.errors import MlsupError, ProtocolError, RemoteError
+from mlsup.errors import InvalidArgument, MlsupError, ProtocolError, RemoteError
 from mlsup.ipc.endpoints import bind_router, check_endpoint, close_router
 from mlsup.ipc.shm import AttachCache, ShmPool
 from mlsup.ipc.tensors import TensorCodec
 from mlsup.ipc.wire import Kind, Message, decode, peek_request_id
+from mlsup.process_identity import process_alive
 
 __all__ = ["Handler", "Operation", "Server", "admit", "failure"]
 
@@ -117,7 +117,7 @@ class Server:
     def register(self, op: str, handler: Handler, *, stream: bool = False) -> None:
         """Serve ``op`` with ``handler(args)``; ``stream=True`` if it yields several items."""
         if not op or len(op) > 128:
-            raise ValueError(f"invalid operation name {op!r}")
+            raise InvalidArgument(f"invalid operation name {op!r}: 1 to 128 characters", op=op)
         self._operations[op] = Operation(handler, stream)
 
     def operation(self, op: str, *, stream: bool = False) -> Callable[[Handler], Handler]:
@@ -265,7 +265,7 @@ class Server:
 
     def _reclaim_dead_borrowers(self) -> None:
         pids = {pid for _, pid in self._loans.values()}
-        dead = {pid for pid in pids if not psutil.pid_exists(pid)}
+        dead = {pid for pid in pids if not process_alive(pid)}
         if not dead:
             return
         for name, (identity, pid) in list(self._loans.items()):
