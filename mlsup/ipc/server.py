@@ -116,8 +116,11 @@ class Server:
 
     def register(self, op: str, handler: Handler, *, stream: bool = False) -> None:
         """Serve ``op`` with ``handler(args)``; ``stream=True`` if it yields several items."""
-        if not op or len(op) > 128:
-            raise InvalidArgument(f"invalid operation name {op!r}: 1 to 128 characters", op=op)
+        if not op or len(op) > defaults.MAX_OPERATION_NAME:
+            raise InvalidArgument(
+                f"invalid operation name {op!r}: 1 to {defaults.MAX_OPERATION_NAME} characters",
+                op=op,
+            )
         self._operations[op] = Operation(handler, stream)
 
     def operation(self, op: str, *, stream: bool = False) -> Callable[[Handler], Handler]:
@@ -146,7 +149,7 @@ class Server:
         thread.start()
         return thread
 
-    def stop(self, timeout: float | None = 5.0) -> None:
+    def stop(self, timeout: float | None = defaults.SERVER_STOP_TIMEOUT_S) -> None:
         """End :meth:`serve` (from any thread) and wait for a started thread."""
         self._stopping.set()
         if self._socket is not None:
@@ -158,7 +161,7 @@ class Server:
             except zmq.ZMQError:
                 pass  # the receive timeout ends the loop all the same
             finally:
-                poke.close(linger=100)
+                poke.close(linger=defaults.CLOSE_LINGER_MS)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 

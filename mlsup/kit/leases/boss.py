@@ -44,10 +44,6 @@ from mlsup.process_identity import same_process
 
 __all__ = ["AcquireCall", "GPUBoss"]
 
-# Backoff while Redis is unreachable during a wait (it may be restarting).
-_TRANSPORT_RETRY_S = 0.1
-
-
 class AcquireCall:
     """What :meth:`GPUBoss.acquire` returns: await it for the lease, or use it as an async
     context manager that releases the lease on exit."""
@@ -252,7 +248,7 @@ class GPUBoss:
                 except TransportError:
                     if time.monotonic() >= deadline:
                         raise
-                    await asyncio.sleep(_TRANSPORT_RETRY_S)
+                    await asyncio.sleep(defaults.LEASE_TRANSPORT_RETRY_S)
                     continue
                 if result.outcome is AdmitOutcome.GRANTED:
                     queued = False
