@@ -167,3 +167,9 @@ STOP_WAIT_TIMEOUT_S = 60.0
 #: How often the command line refreshes what it waits on or shows live: the supervisor coming
 #: up, ``mlsup load``'s progress, a followed log (seconds).
 CLI_POLL_INTERVAL_S = 0.1
+#: How often a loading worker reports how much of its model's files it has read (seconds):
+#: what ``mlsup load``'s progress bar shows.
+LOAD_PROGRESS_INTERVAL_S = 0.25
+#: Shortest time between two heartbeats of a worker (seconds). A finished request triggers one
+#: at once (so ``mlsup status`` counts what was served), at most this often under load.
+HEARTBEAT_MIN_GAP_S = 0.05

@@ -15,6 +15,7 @@ report. The worker then:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -28,6 +29,8 @@ import psutil
 
 from mlsup import defaults
 from mlsup.errors import MlsupError, ModelOOM, TransportError
+from mlsup.kit.load_progress import LoadMeter, LoadProgress, report_while
+from mlsup.process_identity import process_alive
 
 __all__ = ["EXIT_LOAD_ERROR", "EXIT_OOM", "OPERATIONS", "STREAMING", "run_worker"]
 
@@ -74,6 +77,7 @@ class _Worker:
         self.supervisor_pid: int = config["supervisor_pid"]
         self.requests = 0
         self.busy = False
+        self.served = threading.Event()  # set after each request: heartbeat soon
         self.last_request = time.monotonic()
         self.oom: ModelOOM | None = None
         self.server: Any = None
@@ -86,10 +90,23 @@ class _Worker:
         from mlsup.kit.manifest import ModelSpec
 
         spec = ModelSpec.from_dict(self.config["model"], source="supervisor")
-        self.report("worker.progress", stage=f"loading {spec.path} with {spec.loader}")
+        stage = f"loading {spec.path} with {spec.loader}"
+        meter = LoadMeter(spec.path)
+
+        def progress(done: LoadProgress) -> None:
+            with contextlib.suppress(MlsupError):  # a missed report only delays the bar
+                self.report(
+                    "worker.progress", stage=stage, bytes_read=done.read, bytes_total=done.total
+                )
+
+        progress(LoadProgress(0, meter.total))
         loader = get_loader(spec.loader)()
         options = dict(spec.options)
-        return loader, loader.load(spec, **options)
+        stop_reports = report_while(meter, progress)
+        try:
+            return loader, loader.load(spec, **options)
+        finally:
+            stop_reports()
 
     def handler(self, method: Callable[..., Any], stream: bool) -> Callable[[Any], Any]:
         def handle(args: Any) -> Any:
@@ -108,13 +125,20 @@ class _Worker:
             finally:
                 self.busy = False
                 self.last_request = time.monotonic()
+                self.served.set()
 
         return handle
 
     def heartbeat_forever(self, stop: threading.Event) -> None:
         interval = self.config.get("heartbeat_s", defaults.HEARTBEAT_INTERVAL_S)
-        while not stop.wait(interval):
-            if not psutil.pid_exists(self.supervisor_pid):
+        while True:
+            # Every interval, and at once after a request, so that status counts what was
+            # served; stopping sets ``served`` too, to wake this wait.
+            self.served.wait(interval)
+            if stop.is_set():
+                return
+            self.served.clear()
+            if not process_alive(self.supervisor_pid):
                 print("supervisor is gone; exiting", flush=True)
                 self.server.stop(timeout=0)
                 return
@@ -131,6 +155,8 @@ class _Worker:
             except MlsupError as exc:  # it no longer knows us (a newer generation took over)
                 print(f"supervisor refused heartbeat: {exc}; exiting", flush=True)
                 self.server.stop(timeout=0)
+                return
+            if stop.wait(defaults.HEARTBEAT_MIN_GAP_S):  # at most this often under load
                 return
 
 
@@ -207,6 +233,7 @@ def run_worker(config: dict[str, Any]) -> None:
         server.serve()
     finally:
         stop_heartbeat.set()
+        worker.served.set()
         server.close()
         loader.unload()
     if worker.oom is not None:

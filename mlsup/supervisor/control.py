@@ -97,7 +97,10 @@ class ControlPlane:
         record = self._worker_record(args)
         if record.timeline.get("worker_started", 0.0) < record.timeline.get("spawned", 0.0):
             record.mark("worker_started")  # its first report: the process runs our code
-        record.stage = str(_mapping(args).get("stage", ""))
+        args = _mapping(args)
+        record.stage = str(args.get("stage", ""))
+        record.bytes_read = _count(args.get("bytes_read"))
+        record.bytes_total = _count(args.get("bytes_total"))
 
     async def _worker_heartbeat(self, args: Any) -> None:
         record = self._worker_record(args)
@@ -126,6 +129,11 @@ def _mapping(args: Any) -> dict[str, Any]:
     if not isinstance(args, dict):
         raise ConfigError("control requests take a map of arguments")
     return args
+
+
+def _count(value: Any) -> int | None:
+    """A byte count a worker reported, or None for anything that is not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _plain(value: Any) -> dict[str, Any]:

@@ -38,6 +38,8 @@ class ModelRecord:
     last_activity: float = field(default_factory=time.monotonic)
     progress_at: float = field(default_factory=time.monotonic)
     stage: str = ""
+    bytes_read: int | None = None  #: of the model's files, while loading (worker.progress)
+    bytes_total: int | None = None
     exit_code: int | None = None  #: how its last worker ended (minus the signal if killed)
     reason: str | None = None  #: why it was last drained or failed
     error: MlsupError | None = None  #: what callers waiting for it are told
@@ -76,6 +78,7 @@ class ModelRecord:
         self.token = secrets.token_hex(8)
         self.oom_reported = False
         self.stage = "spawning a worker"
+        self.bytes_read = self.bytes_total = None
         self.progress_at = time.monotonic()
 
     def status(self) -> dict[str, Any]:
@@ -87,6 +90,8 @@ class ModelRecord:
             "loader": self.spec.loader,
             "state": self.state.value,
             "stage": self.stage if self.state is ModelState.STARTING else "",
+            "bytes_read": self.bytes_read if self.state is ModelState.STARTING else None,
+            "bytes_total": self.bytes_total if self.state is ModelState.STARTING else None,
             "pid": self.worker.pid if self.worker is not None else None,
             "endpoint": self.endpoint,
             "generation": self.generation,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 
 from mlsup.errors import ConfigError
 from mlsup.kit.loaders import registry

@@ -44,6 +44,7 @@ from mlsup.process_identity import same_process
 
 __all__ = ["AcquireCall", "GPUBoss"]
 
+
 class AcquireCall:
     """What :meth:`GPUBoss.acquire` returns: await it for the lease, or use it as an async
     context manager that releases the lease on exit."""
