@@ -10,6 +10,19 @@ from mlsup.errors import MlsupError
 
 __all__ = ["build_parser", "main"]
 
+_EXAMPLES = """\
+examples:
+  mlsup start --detach          start the supervisor for ./mlsup.toml in the background
+  mlsup load smollm2            load a model ahead of its first use, with a progress bar
+  mlsup status                  what every model is doing (--json for scripts)
+  mlsup leases                  who holds which GPU memory
+  mlsup stop                    stop the supervisor and its workers
+  mlsup demo                    see it work with two small real models, no setup needed
+
+`mlsup COMMAND --help` explains each command. Environment: MLSUP_CONFIG (the mlsup.toml),
+MLSUP_REDIS_URL, MLSUP_RUNTIME_DIR; NO_COLOR turns colours off.
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     from mlsup import __version__
@@ -18,7 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="mlsup",
-        description="Share a workstation's GPUs between many programs and many models.",
+        description=(
+            "Share a workstation's GPUs between many programs and many models: VRAM leases\n"
+            "in Redis, one supervised worker process per model, and a proxy for feature code\n"
+            "(mlsup.connect())."
+        ),
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mlsup {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
