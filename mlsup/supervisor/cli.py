@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mlsup import defaults
@@ -38,6 +38,9 @@ from mlsup.supervisor.render import (
 )
 
 __all__ = ["add_parsers"]
+
+#: Line width of tables written to a pipe or a file: wide enough that no row wraps.
+_PIPE_WIDTH = 1000
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -146,9 +149,22 @@ def add_parsers(subparsers: Subparsers) -> None:
     logs.set_defaults(func=_logs)
 
 
-def _console(stderr: bool = False) -> Console:
+def _console() -> Console:
     """Where people read: colour only on a terminal, never with NO_COLOR (rich decides)."""
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    return Console(highlight=False)
+
+
+def _show(renderable: RenderableType) -> None:
+    """Print for people. Piped into grep or a file, a row stays on one line however long it
+    is, without the padding that aligns a terminal's columns at its end."""
+    console = _console()
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    console.width = _PIPE_WIDTH
+    with console.capture() as captured:
+        console.print(renderable)
+    print("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -208,7 +224,7 @@ def _status(args: argparse.Namespace) -> int:
         rows = plain_rows(client.status())
     if args.json:
         return _print_json(rows)
-    _console().print(status_table(rows))
+    _show(status_table(rows))
     return 0
 
 
@@ -217,7 +233,7 @@ def _leases(args: argparse.Namespace) -> int:
         rows = plain_rows(client.leases())
     if args.json:
         return _print_json(rows)
-    _console().print(leases_table(rows))
+    _show(leases_table(rows))
     return 0
 
 

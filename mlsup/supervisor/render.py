@@ -58,15 +58,21 @@ def _cell(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-def _mib(nbytes: int) -> str:
-    return f"{nbytes / (1 << 20):.1f} MiB"
+def _size(nbytes: int) -> str:
+    """A byte count for people: ``512 B``, ``3.0 KiB``, ``12.5 MiB``, ``1.2 GiB``."""
+    if nbytes < 1 << 10:
+        return f"{nbytes} B"
+    for unit, shift in (("KiB", 10), ("MiB", 20), ("GiB", 30)):
+        if nbytes < 1 << (shift + 10) or unit == "GiB":
+            return f"{nbytes / (1 << shift):.1f} {unit}"
+    raise AssertionError("unreachable")
 
 
 def _bytes_note(row: Row) -> str:
     read, total = row.get("bytes_read"), row.get("bytes_total")
     if not isinstance(read, int) or not isinstance(total, int) or total <= 0:
         return ""
-    return f"{_mib(read)} of {_mib(total)}"
+    return f"{_size(read)} of {_size(total)}"
 
 
 def _status_note(row: Row) -> str:
@@ -201,5 +207,5 @@ def load_line(view: LoadView, elapsed_s: float) -> str:
     """One line of ``mlsup load``'s progress when the output is not a terminal."""
     line = f"[{elapsed_s:6.1f} s] {view.description}"
     if view.outcome is LoadOutcome.WAITING and view.total and view.completed is not None:
-        line += f" ({_mib(view.completed)} of {_mib(view.total)})"
+        line += f" ({_size(view.completed)} of {_size(view.total)})"
     return line
