@@ -280,11 +280,11 @@ def _load_live(client: SupervisorProxy, model: str, deadline: float, console: Co
         task = progress.add_task(model, total=None)
         while True:
             view = load_view(_model_row(client, model))
+            if view.outcome is not LoadOutcome.WAITING or time.monotonic() >= deadline:
+                return view  # the display goes (transient); the caller says how it ended
             progress.update(
                 task, description=view.description, completed=view.completed or 0, total=view.total
             )
-            if view.outcome is not LoadOutcome.WAITING or time.monotonic() >= deadline:
-                return view
             time.sleep(defaults.CLI_POLL_INTERVAL_S)
 
 

@@ -186,9 +186,8 @@ def load_view(row: Row) -> LoadView:
     completed = row.get("bytes_read") if isinstance(row.get("bytes_read"), int) else None
     if state == "ready":
         where = f"{_cell(row.get('leased_mb'))} MB on GPU {_cell(row.get('gpu'))}"
-        return LoadView(
-            LoadOutcome.READY, f"{model} is ready: pid {_cell(row.get('pid'))}, {where}", 1, 1
-        )
+        ready = f"{model} is ready: pid {_cell(row.get('pid'))}, {where}"
+        return LoadView(LoadOutcome.READY, ready, None, None)
     if state in ("unloaded", "failed"):
         error = row.get("error")
         message = error.get("message") if isinstance(error, Mapping) else None
