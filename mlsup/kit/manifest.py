@@ -1,6 +1,6 @@
 """The model manifest: ``mlsup.toml`` parsed into frozen, validated, plain-data dataclasses.
 
-Shape (see ARCHITECTURE.md)::
+Shape (see docs/architecture.md, "Where things live")::
 
     models_dir = "~/models"            # relative model paths resolve here; default: the file's dir
     [redis]                            # optional: url (absent: embedded Redis), prefix
