@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -214,27 +215,27 @@ def _start_detached(args: argparse.Namespace, paths: RuntimePaths) -> int:
     return 1
 
 
-def _print_json(rows: list[dict[str, Any]]) -> int:
-    print(json.dumps(rows, indent=2))
+def _listing(
+    args: argparse.Namespace,
+    fetch: Callable[[SupervisorProxy], Iterable[Any]],
+    render: Callable[[list[dict[str, Any]]], RenderableType],
+) -> int:
+    """Rows from the supervisor: as JSON for scripts (``--json``), or rendered for people."""
+    with SupervisorProxy() as client:
+        rows = plain_rows(fetch(client))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _show(render(rows))
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    with SupervisorProxy() as client:
-        rows = plain_rows(client.status())
-    if args.json:
-        return _print_json(rows)
-    _show(status_table(rows))
-    return 0
+    return _listing(args, SupervisorProxy.status, status_table)
 
 
 def _leases(args: argparse.Namespace) -> int:
-    with SupervisorProxy() as client:
-        rows = plain_rows(client.leases())
-    if args.json:
-        return _print_json(rows)
-    _show(leases_table(rows))
-    return 0
+    return _listing(args, SupervisorProxy.leases, leases_table)
 
 
 def _model_row(client: SupervisorProxy, model: str) -> dict[str, Any]:

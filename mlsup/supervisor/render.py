@@ -9,7 +9,7 @@ it is dropped when the output is not a terminal, or when ``NO_COLOR`` is set.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,9 @@ from rich.table import Table
 from rich.text import Text
 
 __all__ = [
+    "LEASE_COLUMNS",
+    "STATUS_COLUMNS",
+    "Column",
     "LoadOutcome",
     "LoadView",
     "leases_table",
@@ -86,32 +89,83 @@ def _status_note(row: Row) -> str:
     return _cell(row.get("reason"))
 
 
+@dataclass(frozen=True)
+class Column:
+    """One column of a listing: its heading, what a row shows in it, and its alignment."""
+
+    heading: str
+    show: Callable[[Row], str | Text]
+    numeric: bool = False
+
+
+def _field(heading: str, key: str, numeric: bool = False) -> Column:
+    """A column showing the row's ``key`` as it is (``-`` when absent)."""
+    return Column(heading, lambda row: _cell(row.get(key)), numeric)
+
+
+def _table(columns: Sequence[Column], rows: list[Row]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        table.add_column(
+            column.heading, justify="right" if column.numeric else "left", overflow="fold"
+        )
+    for row in rows:
+        table.add_row(*(column.show(row) for column in columns))
+    return table
+
+
+def _state(row: Row) -> Text:
+    state = str(row.get("state", ""))
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def _one_decimal(key: str) -> Callable[[Row], str]:
+    def show(row: Row) -> str:
+        value = row.get(key)
+        return f"{value:.1f}" if isinstance(value, int | float) else "-"
+
+    return show
+
+
+def _lease_note(row: Row) -> Text:
+    preempt = row.get("preempt_in_s")
+    if isinstance(preempt, int | float):
+        return Text(f"asked to yield; revoked in {preempt:.1f} s", style="yellow")
+    return Text("-")
+
+
+STATUS_COLUMNS = (
+    _field("MODEL", "model"),
+    Column("STATE", _state),
+    _field("PID", "pid"),
+    _field("GPU", "gpu"),
+    _field("LEASED MB", "leased_mb", numeric=True),
+    _field("MEASURED MB", "measured_mb", numeric=True),
+    _field("RESTARTS", "restarts", numeric=True),
+    Column("IDLE S", _one_decimal("idle_s"), numeric=True),
+    _field("REQUESTS", "requests", numeric=True),
+    Column("NOTE", _status_note),
+)
+
+LEASE_COLUMNS = (
+    _field("GPU", "gpu"),
+    _field("LEASE", "id"),
+    _field("MODEL", "model_id"),
+    _field("MB", "vram_mb", numeric=True),
+    _field("PRIORITY", "priority"),
+    _field("PID", "pid"),
+    _field("HOST", "host"),
+    Column("AGE S", _one_decimal("age_s"), numeric=True),
+    Column("NOTE", _lease_note),
+)
+
+
 def status_table(rows: Iterable[Row]) -> RenderableType:
     """``mlsup status``: one line per model of the manifest."""
     rows = list(rows)
     if not rows:
         return Text("no models in the manifest")
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for heading in ("MODEL", "STATE", "PID", "GPU", "LEASED MB", "MEASURED MB"):
-        table.add_column(heading, justify="right" if heading.endswith("MB") else "left")
-    for heading in ("RESTARTS", "IDLE S", "REQUESTS"):
-        table.add_column(heading, justify="right")
-    table.add_column("NOTE", overflow="fold")
-    for row in rows:
-        state = str(row.get("state", ""))
-        table.add_row(
-            str(row.get("model", "")),
-            Text(state, style=STATE_STYLES.get(state, "")),
-            _cell(row.get("pid")),
-            _cell(row.get("gpu")),
-            _cell(row.get("leased_mb")),
-            _cell(row.get("measured_mb")),
-            _cell(row.get("restarts")),
-            _cell(row.get("idle_s")),
-            _cell(row.get("requests")),
-            _status_note(row),
-        )
-    return table
+    return _table(STATUS_COLUMNS, rows)
 
 
 def _gpu_summary(rows: list[Row]) -> Text:
@@ -136,29 +190,7 @@ def leases_table(rows: Iterable[Row]) -> RenderableType:
     rows = list(rows)
     if not rows:
         return Text("no leases")
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for heading in ("GPU", "LEASE", "MODEL", "MB", "PRIORITY", "PID", "HOST", "AGE S", "NOTE"):
-        table.add_column(heading, justify="right" if heading in ("MB", "AGE S") else "left")
-    for row in rows:
-        preempt = row.get("preempt_in_s")
-        note = (
-            Text(f"asked to yield; revoked in {preempt:.1f} s", style="yellow")
-            if isinstance(preempt, int | float)
-            else Text("-")
-        )
-        age = row.get("age_s")
-        table.add_row(
-            _cell(row.get("gpu")),
-            _cell(row.get("id")),
-            _cell(row.get("model_id")),
-            _cell(row.get("vram_mb")),
-            _cell(row.get("priority")),
-            _cell(row.get("pid")),
-            _cell(row.get("host")),
-            f"{age:.1f}" if isinstance(age, int | float) else "-",
-            note,
-        )
-    return Group(table, _gpu_summary(rows))
+    return Group(_table(LEASE_COLUMNS, rows), _gpu_summary(rows))
 
 
 class LoadOutcome(enum.Enum):
