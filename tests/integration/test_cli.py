@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -196,3 +197,28 @@ def test_a_users_manifest_cannot_name_the_probe_loader(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 1
     assert "unknown loader 'probe'; known loaders: gguf" in out.stderr
+
+
+def test_load_on_a_terminal_draws_a_live_bar_then_says_ready(probes: Any) -> None:
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "MLSUP_RUNTIME_DIR": str(probes.runtime), "TERM": "xterm",
+           "COLUMNS": "120", "NO_COLOR": ""}  # fmt: skip
+    process = subprocess.Popen([*MLSUP, "load", "slow"], stdout=terminal, stderr=terminal, env=env)
+    os.close(terminal)
+    output = b""
+    while chunk := _read_pty(controller):
+        output += chunk
+    os.close(controller)
+    assert process.wait(60) == 0
+    text = output.decode(errors="replace")
+    assert "slow: starting" in text  # the live display, redrawn in place
+    assert "\x1b[" in text and "━" in text  # drawn with colour and a bar
+    assert "slow is ready: pid " in text
+
+
+def _read_pty(fd: int) -> bytes:
+    """What the terminal shows next; b"" once the program closed it."""
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: every writer is gone
+        return b""
