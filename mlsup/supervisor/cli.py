@@ -38,7 +38,7 @@ from mlsup.supervisor.render import (
     status_table,
 )
 
-__all__ = ["add_parsers"]
+__all__ = ["add_parsers", "show"]
 
 #: Line width of tables written to a pipe or a file: wide enough that no row wraps.
 _PIPE_WIDTH = 1000
@@ -155,7 +155,7 @@ def _console() -> Console:
     return Console(highlight=False)
 
 
-def _show(renderable: RenderableType) -> None:
+def show(renderable: RenderableType) -> None:
     """Print for people. Piped into grep or a file, a row stays on one line however long it
     is, without the padding that aligns a terminal's columns at its end."""
     console = _console()
@@ -226,7 +226,7 @@ def _listing(
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        _show(render(rows))
+        show(render(rows))
     return 0
 
 

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 from mlsup.errors import WorkerCrashed
 from mlsup.ipc.liveness import process_alive
 from mlsup.proxy import SupervisorProxy
+from mlsup.supervisor.cli import show
 from mlsup.supervisor.render import plain_rows, status_table
 
 __all__ = ["run_demo"]
@@ -44,7 +44,7 @@ def _step(text: str) -> None:
 
 
 def _show_status(sup: SupervisorProxy) -> None:
-    Console(highlight=False).print(status_table(plain_rows(sup.status())))
+    show(status_table(plain_rows(sup.status())))
 
 
 def _embeddings(sup: SupervisorProxy) -> None:
