@@ -47,12 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="see mlsup work: real models supervised, a worker killed and respawned",
         description=(
-            "supervisor (default): start a supervisor on an embedded Redis with the packaged real "
-            "models (SmolLM2, MiniLM), chat, embed, kill a worker and watch it respawn. "
-            "ipc: the IPC bridge alone, with tensors through shared memory."
+            "supervisor (default): start a supervisor on an embedded Redis with the packaged\n"
+            "real models (SmolLM2, MiniLM), chat, embed, kill a worker and watch it respawn.\n"
+            "ipc: the IPC bridge alone, with tensors through shared memory.\n"
+            "Needs the demo extra (pip install 'mlsup[demo]'); leaves nothing running."
         ),
+        epilog="examples:\n  mlsup demo\n  mlsup demo ipc",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("which", nargs="?", choices=["supervisor", "ipc"], default="supervisor")
+    demo.add_argument(
+        "which",
+        nargs="?",
+        choices=["supervisor", "ipc"],
+        default="supervisor",
+        help="which demo (default: %(default)s)",
+    )
     demo.add_argument("--serve", metavar="ENDPOINT", help=argparse.SUPPRESS)
     demo.set_defaults(func=_demo)
     return parser

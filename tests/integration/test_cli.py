@@ -177,7 +177,7 @@ def test_bad_requests_get_clear_errors_and_change_nothing(probes: Any) -> None:
 
 
 def test_every_command_has_help_with_examples() -> None:
-    for command in ("start", "status", "load", "unload", "stop", "leases", "logs"):
+    for command in ("start", "status", "load", "unload", "stop", "leases", "logs", "bench", "demo"):
         out = run(command, "--help")
         assert out.returncode == 0, command
         assert "examples:" in out.stdout and f"mlsup {command}" in out.stdout, command
