@@ -127,7 +127,9 @@ def test_load_shows_each_stage_then_ready(probes: Any) -> None:
     out = cli(probes, "load", "slow")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert any("slow: starting loading" in line and "with probe" in line for line in lines)
+    loading = [line for line in lines if "slow: starting loading" in line]
+    # The worker reports the stage with the size of the model's files (probe.txt: 6 bytes).
+    assert loading and "with probe" in loading[0] and loading[0].endswith(" of 6 B)")
     assert lines[-1].startswith("slow is ready: pid ") and "32 MB on GPU 0" in lines[-1]
     assert "\x1b[" not in out.stdout  # not a terminal: no colour, no live display
     row = probes.row("slow")
