@@ -148,3 +148,19 @@ TORCH_CUDA_OVERHEAD_MB = 300
 GENERATE_MAX_TOKENS = 128
 #: Cache of the tiny test models (``mlsup.testing.tiny_models``) when ``MLSUP_TEST_CACHE`` is unset.
 TINY_MODELS_CACHE = "~/.cache/mlsup/tiny-models"
+
+# --- Supervisor decisions (supervisor/decide.py, daemon.py, control.py) ------------------------
+
+#: How much to raise a model's VRAM estimate after it ran out of memory: the next lease is this
+#: many times the larger of the old estimate and the memory the worker last measured.
+OOM_GROWTH = 1.5
+#: A preempted worker's drain ends this long before the preemption deadline (seconds), so that
+#: its lease is released before the requester's grace runs out, not just after.
+PREEMPT_YIELD_MARGIN_S = 0.2
+#: How often the supervisor checks idle timeouts, lost leases and stalled loads (seconds).
+HOUSEKEEPING_INTERVAL_S = 1.0
+#: How long ``stop`` waits before stopping the supervisor, so that its reply is sent (seconds).
+STOP_REPLY_DELAY_S = 0.05
+#: Shortest time between two heartbeats a worker sends early because it finished a request
+#: (seconds): status rows count served requests promptly without a report per call under load.
+HEARTBEAT_NUDGE_MIN_S = 0.05

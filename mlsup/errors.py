@@ -17,13 +17,14 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
     │   ├── LeaseNotHeld            this token never held that lease (unknown or forged id)
     │   ├── LeaseLost               the lease was held but is gone (expired, revoked, preempted)
     │   └── CapacityExceeded        the request can never fit on that GPU
-    └── ModelError                  a model could not be served
-        ├── ModelNotFound           no such model in the manifest
-        ├── ModelLoadError          the files are missing or corrupt, or the loader failed
-        ├── ModelOOM                the device ran out of memory while loading or running
-        ├── WorkerCrashed           the worker process died (carries the exit code or signal)
-        ├── Preempted               the model was asked to yield to a higher priority
-        └── ModelFailed             the model crashed too often and is parked until reloaded
+    ├── ModelError                  a model could not be served
+    │   ├── ModelNotFound           no such model in the manifest
+    │   ├── ModelLoadError          the files are missing or corrupt, or the loader failed
+    │   ├── ModelOOM                the device ran out of memory while loading or running
+    │   ├── WorkerCrashed           the worker process died (carries the exit code or signal)
+    │   ├── Preempted               the model was asked to yield to a higher priority
+    │   └── ModelFailed             the model crashed too often and is parked until reloaded
+    └── IllegalTransition           a lifecycle event that cannot happen in that state (a bug)
 
     BaseException
     └── Interrupt                   cooperative cancellation that must not be swallowed
@@ -47,6 +48,7 @@ __all__ = [
     "CapacityExceeded",
     "ConfigError",
     "DeviceError",
+    "IllegalTransition",
     "Interrupt",
     "LeaseError",
     "LeaseLost",
@@ -224,6 +226,11 @@ class ModelFailed(ModelError):
     """The model crashed too often and is parked; ``mlsup load MODEL`` resets it."""
 
 
+class IllegalTransition(MlsupError):
+    """A lifecycle event that cannot happen in a supervised model's state: a bug in the
+    supervisor, never the result of user input (the message names the state and the event)."""
+
+
 class Interrupt(BaseException):
     """Cooperative cancellation that an ``except Exception`` must not swallow."""
 
@@ -260,6 +267,7 @@ _BY_NAME: dict[str, type[MlsupError]] = {
         WorkerCrashed,
         Preempted,
         ModelFailed,
+        IllegalTransition,
     )
 }
 
