@@ -91,7 +91,7 @@ class Supervisor:
         try:
             for line in reap_previous(self.paths):
                 self.log(f"recovery: {line}")
-            self.paths.logs.mkdir(mode=0o700, exist_ok=True)
+            self.paths.logs.mkdir(mode=defaults.RUNTIME_DIR_MODE, exist_ok=True)
             url, timing = self.config.redis_url, LeaseTiming()
             if url is None:
                 from mlsup.kit.embedded_redis import EmbeddedRedis
@@ -279,12 +279,12 @@ class Supervisor:
             record.mark("lease_granted")
             lease.on_preempt(lambda request: self._preempted(record, request))
         await record.fire(Event.LEASE_GRANTED)
-        self._spawn_worker(record)
+        await self._spawn_worker(record)
 
     def _estimate(self, record: ModelRecord) -> int:
         return get_loader(record.spec.loader)().estimate_vram(record.spec)
 
-    def _spawn_worker(self, record: ModelRecord) -> None:
+    async def _spawn_worker(self, record: ModelRecord) -> None:
         assert record.lease is not None
         run = record.new_run()
         gpu = record.lease.gpu
@@ -305,13 +305,13 @@ class Supervisor:
         )
         worker = WorkerProcess(self._context, run_worker, to_wire(config))
         record.mark("spawned")
-        worker.start()
+        await _start_off_loop(worker)
         run.process = worker
         self.save_state()
         self.log(
             f"{record.id}: started worker pid {worker.pid} on GPU {gpu} ({record.lease.vram_mb} MB)"
         )
-        self.spawn(self.lifecycle.watch(record, worker))
+        run.watcher = self.spawn(self.lifecycle.watch(record, worker))
 
     def _preempted(self, record: ModelRecord, request: PreemptionRequest) -> None:
         self.spawn(self.feed(record, PreemptionAsked(request.remaining_s, request.requester)))
@@ -338,3 +338,17 @@ class Supervisor:
             if r.worker is not None
         ]
         write_state(self.paths, workers)
+
+
+async def _start_off_loop(worker: WorkerProcess) -> None:
+    """Start worker in a thread: a fork server still importing its runtimes (torch, under load:
+    many seconds) must not stall the event loop, where lease renewals run. A start cancelled
+    half-way (a drain) still finishes, and its process is stopped: none is left behind."""
+    started = asyncio.ensure_future(asyncio.to_thread(worker.start))
+    try:
+        await asyncio.shield(started)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await started
+            await worker.terminate(0)
+        raise

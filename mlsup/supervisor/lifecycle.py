@@ -115,6 +115,8 @@ class Lifecycle:
                 await task
         worker = record.worker
         if worker is not None and record.run is not None:
+            # Its watcher would never wake: one process sentinel has one reader, the drain's.
+            _cancel(record.run.watcher)
             grace = (
                 self.sup.settings.terminate_grace_s if action.grace_s is None else action.grace_s
             )
@@ -126,3 +128,8 @@ class Lifecycle:
         self.sup.log(f"{record.id}: unloaded ({action.note})")
         record.mark("unloaded")
         await record.fire(Event.DRAINED)
+
+
+def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None and task is not asyncio.current_task():
+        task.cancel()

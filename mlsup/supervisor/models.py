@@ -30,6 +30,7 @@ class WorkerRun:
     generation: int
     token: str = field(default_factory=lambda: secrets.token_hex(8))
     process: WorkerProcess | None = None  #: None once it has ended
+    watcher: asyncio.Task[None] | None = None  #: waits for the process to end
     endpoint: str | None = None  #: set when it reports ready
     stage: str = "spawning a worker"
     progress_at: float = field(default_factory=time.monotonic)
