@@ -18,13 +18,7 @@ from mlsup.ipc.shm import sweep_orphans
 from mlsup.testing.redis import TestRedis
 from mlsup.testing.supervisor import RunningSupervisor, manifest
 
-PROBE = """
-[models.probe]
-loader = "probe"
-path = "probe.txt"
-vram_mb = 200
-idle_timeout_s = 0
-"""
+from .test_supervisor import PROBE
 
 
 @pytest.fixture
