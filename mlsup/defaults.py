@@ -170,6 +170,18 @@ CLI_POLL_INTERVAL_S = 0.1
 #: How often a loading worker reports how much of its model's files it has read (seconds):
 #: what ``mlsup load``'s progress bar shows.
 LOAD_PROGRESS_INTERVAL_S = 0.25
-#: Shortest time between two heartbeats of a worker (seconds). A finished request triggers one
-#: at once (so ``mlsup status`` counts what was served), at most this often under load.
-HEARTBEAT_MIN_GAP_S = 0.05
+# --- Supervisor decisions (supervisor/decide.py, daemon.py, control.py) ------------------------
+
+#: How much to raise a model's VRAM estimate after it ran out of memory: the next lease is this
+#: many times the larger of the old estimate and the memory the worker last measured.
+OOM_GROWTH = 1.5
+#: A preempted worker's drain ends this long before the preemption deadline (seconds), so that
+#: its lease is released before the requester's grace runs out, not just after.
+PREEMPT_YIELD_MARGIN_S = 0.2
+#: How often the supervisor checks idle timeouts, lost leases and stalled loads (seconds).
+HOUSEKEEPING_INTERVAL_S = 1.0
+#: How long ``stop`` waits before stopping the supervisor, so that its reply is sent (seconds).
+STOP_REPLY_DELAY_S = 0.05
+#: Shortest time between two heartbeats a worker sends early because it finished a request
+#: (seconds): status rows count served requests promptly without a report per call under load.
+HEARTBEAT_NUDGE_MIN_S = 0.05

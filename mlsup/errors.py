@@ -21,14 +21,15 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
     │   └── CapacityExceeded        the request can never fit on that GPU
     ├── UsageError                  an object was used out of order (after close, before connect)
     ├── BenchmarkError              a benchmark could not measure (a peer or contender failed)
-    └── ModelError                  a model could not be served
-        ├── ModelNotFound           no such model in the manifest
-        ├── ModelLoadError          the files are missing or corrupt, or the loader failed
-        ├── ModelOOM                the device ran out of memory while loading or running
-        ├── WorkerCrashed           the worker process died (carries the exit code or signal)
-        ├── Preempted               the model was asked to yield to a higher priority
-        ├── ModelFailed             the model crashed too often and is parked until reloaded
-        └── NoWorkerLog             the model never ran a worker in this runtime directory
+    ├── ModelError                  a model could not be served
+    │   ├── ModelNotFound           no such model in the manifest
+    │   ├── ModelLoadError          the files are missing or corrupt, or the loader failed
+    │   ├── ModelOOM                the device ran out of memory while loading or running
+    │   ├── WorkerCrashed           the worker process died (carries the exit code or signal)
+    │   ├── Preempted               the model was asked to yield to a higher priority
+    │   ├── ModelFailed             the model crashed too often and is parked until reloaded
+    │   └── NoWorkerLog             the model never ran a worker in this runtime directory
+    └── IllegalTransition           a lifecycle event that cannot happen in that state (a bug)
 
     BaseException
     └── Interrupt                   cooperative cancellation that must not be swallowed
@@ -54,6 +55,7 @@ __all__ = [
     "CapacityExceeded",
     "ConfigError",
     "DeviceError",
+    "IllegalTransition",
     "Interrupt",
     "InvalidArgument",
     "LeaseError",
@@ -261,6 +263,11 @@ class BenchmarkError(MlsupError):
     measurement had no samples, or a workload is unknown."""
 
 
+class IllegalTransition(MlsupError):
+    """A lifecycle event that cannot happen in a supervised model's state: a bug in the
+    supervisor, never the result of user input (the message names the state and the event)."""
+
+
 class Interrupt(BaseException):
     """Cooperative cancellation that an ``except Exception`` must not swallow."""
 
@@ -302,6 +309,7 @@ _BY_NAME: dict[str, type[MlsupError]] = {
         NoWorkerLog,
         UsageError,
         BenchmarkError,
+        IllegalTransition,
     )
 }
 

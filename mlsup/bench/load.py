@@ -120,10 +120,10 @@ def _start_ms(context: Any, repeat: int) -> list[float]:
 
 
 def _warm_start_rows(repeat: int) -> list[Row]:
-    from mlsup.supervisor.daemon import _ALWAYS_PRELOAD
+    from mlsup.supervisor.template import ALWAYS_PRELOAD
 
     template = multiprocessing.get_context("forkserver")
-    template.set_forkserver_preload([*_ALWAYS_PRELOAD, "mlsup.bench.load"])
+    template.set_forkserver_preload([*ALWAYS_PRELOAD, "mlsup.bench.load"])
     _start_ms(template, 1)  # start the template itself (the supervisor does so at start)
     warm = _start_ms(template, repeat)
     plain = _start_ms(multiprocessing.get_context("spawn"), max(3, repeat // 4))
