@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mlsup import defaults
+from mlsup.contracts import ExitReason
 from mlsup.errors import (
     MlsupError,
     PeerGone,
@@ -116,13 +117,13 @@ def _cleanly_unloaded(pid: int, row: Mapping[str, Any] | None) -> bool:
         row is not None
         and row["pid"] != pid
         and row.get("exit_code") == 0
-        and row.get("reason") != "preempted"
+        and row.get("exit_reason") != ExitReason.PREEMPTED
     )
 
 
 def _lost_worker(model: str, pid: int, row: Mapping[str, Any] | None) -> MlsupError:
     """What a caller is told when the worker it was talking to went away."""
-    if row is not None and row.get("reason") == "preempted":
+    if row is not None and row.get("exit_reason") == ExitReason.PREEMPTED:
         return Preempted(
             f"model {model!r} gave its VRAM to a higher-priority request (worker pid {pid}); "
             "it reloads when called again and capacity allows",
