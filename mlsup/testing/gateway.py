@@ -36,8 +36,8 @@ def wait_for_gateway(base: str, timeout: float = 60, *, output: str = "") -> Non
 
 def load_models(sup: Any, models: Sequence[str], attempts: int = 3) -> None:
     """Load ``models`` through a :class:`~mlsup.proxy.SupervisorProxy`, trying a failed load
-    again: on a loaded machine the supervisor's first worker spawn (its template importing
-    torch) can outlast a lease's TTL, and the lease is then lost."""
+    again: on a starved machine a lease can expire while its model loads (seen on 2 shared
+    cores while the supervisor's first worker spawn waited for its template to import torch)."""
     from mlsup.errors import MlsupError
 
     for model in models:
