@@ -148,3 +148,17 @@ TORCH_CUDA_OVERHEAD_MB = 300
 GENERATE_MAX_TOKENS = 128
 #: Cache of the tiny test models (``mlsup.testing.tiny_models``) when ``MLSUP_TEST_CACHE`` is unset.
 TINY_MODELS_CACHE = "~/.cache/mlsup/tiny-models"
+
+# --- Proxy call core (mlsup.proxy_core) --------------------------------------------------------
+
+#: Extra time the reply to a ``load`` may take beyond the load's own deadline (seconds): the
+#: supervisor answers a load that timed out after it noticed, so waiting exactly as long would
+#: turn its typed answer into a bare RequestTimeout.
+LOAD_REPLY_MARGIN_S = 5.0
+#: Deadline of ``unload`` (seconds): a drain is the worker's grace period plus a SIGKILL.
+UNLOAD_TIMEOUT_S = 60.0
+#: How often a caller that saw its worker die asks the supervisor how it ended (seconds).
+CRASH_REPORT_POLL_S = 0.02
+#: Shortest deadline a model call is sent with (seconds): a call made just as its deadline
+#: runs out still gets one look for a reply already waiting.
+MIN_CALL_TIMEOUT_S = 0.001
