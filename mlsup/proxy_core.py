@@ -29,6 +29,7 @@ from mlsup.errors import (
     ProtocolError,
     RequestTimeout,
     SupervisorUnavailable,
+    TransportError,
     WorkerCrashed,
     error_from_wire,
 )
@@ -301,6 +302,12 @@ class ModelCore:
                     raise deadline.expired(f"loading {self.model_id!r}")
                 if claimed:
                     return (yield from self._load(deadline))
+            except TransportError as exc:
+                if deadline.remaining > 0 or isinstance(exc, RequestTimeout):
+                    raise
+                # The supervisor gave up waiting at our deadline ("still starting"): to the
+                # caller, whose deadline covers loading, that is a timeout like any other.
+                raise deadline.expired(f"loading {self.model_id!r}") from exc
             finally:
                 if claimed:
                     with self._lock:

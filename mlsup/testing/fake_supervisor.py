@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlsup.errors import MlsupError, ModelNotFound
+from mlsup.errors import MlsupError, ModelNotFound, TransportError
 from mlsup.ipc.wire import Kind, Message
 from mlsup.runtime import CONTROL_SOCKET
 from mlsup.supervisor.process import describe_exit
@@ -133,6 +133,7 @@ class FakeSupervisor:
         self.runtime = Path(runtime)
         self.models: dict[str, _Model] = {}
         self.loads = 0  #: ``load`` requests served
+        self.load_takes = 0.0  #: (fake) seconds a load takes
         self._pids = itertools.count(1000)
         transport.listen(f"ipc://{self.runtime / CONTROL_SOCKET}", self._control)
 
@@ -184,6 +185,10 @@ class FakeSupervisor:
         if op == "load":
             self.loads += 1
             model = self.models[name]
+            if self.load_takes > args["timeout"]:  # the real one gives up at the deadline
+                self.transport.now += args["timeout"]
+                raise TransportError(f"model {name!r} is still starting", model=name)
+            self.transport.now += self.load_takes
             if model.pid is None or model.pid in self.transport.dead:
                 self._spawn(name, model)
             return self.row(name)

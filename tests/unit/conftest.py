@@ -74,7 +74,6 @@ class Async:
         return asyncio.run(collect())
 
 
-
 @pytest.fixture(params=[Sync, Async], ids=["sync", "async"])
 def side(request: pytest.FixtureRequest) -> Sync | Async:
     """Each driver in turn, with a fresh fake transport."""
