@@ -50,8 +50,8 @@ __all__ = [
 Row = dict[str, Any]
 
 
-class SupervisorProxy:
-    """A connection to a running supervisor; thread-safe. Use :func:`connect`."""
+class _SupervisorDriver:
+    """What both supervisor proxies are made of: a supervisor core over a transport."""
 
     def __init__(
         self,
@@ -60,8 +60,30 @@ class SupervisorProxy:
         timeout: float = defaults.CALL_TIMEOUT_S,
         transport: Transport | None = None,
     ) -> None:
-        self.core = SupervisorCore(runtime, transport or ZmqTransport(), timeout)
+        self.core = SupervisorCore(runtime, transport or self._default_transport(), timeout)
         self.root, self.timeout = self.core.root, timeout
+
+    @staticmethod
+    def _default_transport() -> Transport:
+        raise NotImplementedError
+
+
+class _ModelDriver:
+    """What both model proxies are made of: a model core, and their supervisor proxy."""
+
+    def __init__(self, supervisor: Any, core: ModelCore) -> None:
+        self.supervisor = supervisor
+        self.core = core
+        self.model_id, self.timeout = core.model_id, core.timeout
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.model_id!r} via {self.supervisor.root}>"
+
+
+class SupervisorProxy(_SupervisorDriver):
+    """A connection to a running supervisor; thread-safe. Use :func:`connect`."""
+
+    _default_transport = ZmqTransport
 
     def request(self, op: str, args: Any = None, *, timeout: float | None = None) -> Any:
         """One control-plane request (``status``, ``load``, ...)."""
@@ -129,13 +151,10 @@ class SupervisorProxy:
         self.close()
 
 
-class ModelProxy:
+class ModelProxy(_ModelDriver):
     """A supervised model with the methods of the kit's in-process models."""
 
-    def __init__(self, supervisor: SupervisorProxy, core: ModelCore) -> None:
-        self.supervisor = supervisor
-        self.core = core
-        self.model_id, self.timeout = core.model_id, core.timeout
+    supervisor: SupervisorProxy
 
     def chat(self, messages: list[dict[str, Any]], stream: bool = False, **gen: Any) -> Any:
         """The assistant's answer (str), or with ``stream=True`` an iterator of text pieces."""
@@ -185,9 +204,6 @@ class ModelProxy:
         """Close the connection to the worker (the model stays loaded)."""
         run(self.core.close())
 
-    def __repr__(self) -> str:
-        return f"<ModelProxy {self.model_id!r} via {self.supervisor.root}>"
-
 
 def connect(
     runtime: str | Path | None = None,
@@ -209,18 +225,10 @@ def connect(
     return proxy
 
 
-class AsyncSupervisorProxy:
+class AsyncSupervisorProxy(_SupervisorDriver):
     """:class:`SupervisorProxy` for one asyncio event loop. Use :func:`aconnect`."""
 
-    def __init__(
-        self,
-        runtime: str | Path | None = None,
-        *,
-        timeout: float = defaults.CALL_TIMEOUT_S,
-        transport: Transport | None = None,
-    ) -> None:
-        self.core = SupervisorCore(runtime, transport or AsyncZmqTransport(), timeout)
-        self.root, self.timeout = self.core.root, timeout
+    _default_transport = AsyncZmqTransport
 
     async def request(self, op: str, args: Any = None, *, timeout: float | None = None) -> Any:
         """See :meth:`SupervisorProxy.request`."""
@@ -284,14 +292,11 @@ class AsyncSupervisorProxy:
         await self.close()
 
 
-class AsyncModelProxy:
+class AsyncModelProxy(_ModelDriver):
     """:class:`ModelProxy` for asyncio: the same methods, awaited; streams are async
     iterators (``async for piece in await m.chat(messages, stream=True)``)."""
 
-    def __init__(self, supervisor: AsyncSupervisorProxy, core: ModelCore) -> None:
-        self.supervisor = supervisor
-        self.core = core
-        self.model_id, self.timeout = core.model_id, core.timeout
+    supervisor: AsyncSupervisorProxy
 
     async def chat(self, messages: list[dict[str, Any]], stream: bool = False, **gen: Any) -> Any:
         """See :meth:`ModelProxy.chat`."""
@@ -342,9 +347,6 @@ class AsyncModelProxy:
     async def close(self) -> None:
         """See :meth:`ModelProxy.close`."""
         await arun(self.core.close())
-
-    def __repr__(self) -> str:
-        return f"<AsyncModelProxy {self.model_id!r} via {self.supervisor.root}>"
 
 
 async def aconnect(

@@ -26,13 +26,8 @@ from mlsup.ipc.transport import AsyncZmqTransport, Transport, ZmqTransport, peer
 __all__ = ["AsyncClient", "Client", "peer_identity"]
 
 
-class Client:
-    """A thread-safe client of one server endpoint.
-
-    ``timeout`` is the default deadline of a call in seconds; ``transport`` where frames go
-    (default: ZeroMQ); ``pool`` the shared-memory pool for request tensors (default: a private
-    one); ``threshold`` the size from which tensors travel through shared memory.
-    """
+class _Driver:
+    """What both clients are made of: a call core over a transport of their flavour."""
 
     def __init__(
         self,
@@ -45,12 +40,27 @@ class Client:
     ) -> None:
         self.core = CallCore(
             endpoint,
-            ZmqTransport() if transport is None else transport,
+            self._default_transport() if transport is None else transport,
             timeout=timeout,
             pool=pool,
             threshold=threshold,
         )
         self.endpoint = self.core.endpoint
+
+    @staticmethod
+    def _default_transport() -> Transport:
+        raise NotImplementedError
+
+
+class Client(_Driver):
+    """A thread-safe client of one server endpoint.
+
+    ``timeout`` is the default deadline of a call in seconds; ``transport`` where frames go
+    (default: ZeroMQ); ``pool`` the shared-memory pool for request tensors (default: a private
+    one); ``threshold`` the size from which tensors travel through shared memory.
+    """
+
+    _default_transport = ZmqTransport
 
     def call(
         self, op: str, args: Any = None, *, timeout: float | None = None, alive: Alive | None = None
@@ -83,26 +93,10 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_Driver):
     """:class:`Client` for one asyncio event loop: the same core, awaited."""
 
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        timeout: float = defaults.REQUEST_TIMEOUT_S,
-        transport: Transport | None = None,
-        pool: ShmPool | None = None,
-        threshold: int = defaults.SHM_THRESHOLD_BYTES,
-    ) -> None:
-        self.core = CallCore(
-            endpoint,
-            AsyncZmqTransport() if transport is None else transport,
-            timeout=timeout,
-            pool=pool,
-            threshold=threshold,
-        )
-        self.endpoint = self.core.endpoint
+    _default_transport = AsyncZmqTransport
 
     async def call(
         self, op: str, args: Any = None, *, timeout: float | None = None, alive: Alive | None = None
