@@ -223,6 +223,7 @@ class _Binding:
     pid: int
     client: CallCore
     checked_at: float  #: when the pid was last seen alive
+    alive: Callable[[], bool]  #: whether pid still runs (asked between slices of waiting)
 
 
 class ModelCore:
@@ -243,13 +244,15 @@ class ModelCore:
         deadline = _Deadline(self._transport.clock, self.timeout)
         retries = 1 if idempotent(op, kwargs) else 0
         while True:
-            binding = yield from self._bind(deadline)
+            binding = self._fresh_binding()
+            if binding is None:
+                binding = yield from self._bind(deadline)
             try:
                 return (
                     yield from binding.client.call(
                         op, {"args": list(args), "kwargs": kwargs},
                         timeout=max(deadline.remaining, defaults.MIN_CALL_TIMEOUT_S),
-                        alive=functools.partial(self._transport.alive, binding.pid),
+                        alive=binding.alive,
                     )
                 )  # fmt: skip
             except PeerGone:
@@ -267,7 +270,7 @@ class ModelCore:
         try:
             yield from binding.client.stream(
                 f"{op}.stream", {"args": list(args), "kwargs": kwargs}, timeout=self.timeout,
-                alive=functools.partial(self._transport.alive, binding.pid),
+                alive=binding.alive,
             )  # fmt: skip
         except PeerGone:
             raise (yield from self._lost(binding)).error from None
@@ -278,6 +281,16 @@ class ModelCore:
             binding, self._binding = self._binding, None
         if binding is not None:
             yield from binding.client.close()
+
+    def _fresh_binding(self) -> _Binding | None:
+        """The binding when its worker was seen alive within the last liveness slice (the
+        hot path, without a plan); None when :meth:`_bind` must look further."""
+        binding = self._binding
+        if binding is not None and (
+            self._transport.clock() - binding.checked_at < defaults.LIVENESS_SLICE_S
+        ):
+            return binding
+        return None
 
     def _bind(self, deadline: _Deadline) -> Plan[_Binding]:
         """The live worker binding, loading the model when there is none."""
@@ -331,7 +344,10 @@ class ModelCore:
             row.endpoint, self._transport, timeout=self.timeout, pool=None,
             threshold=defaults.SHM_THRESHOLD_BYTES,
         )  # fmt: skip
-        binding = _Binding(row.pid, client, self._transport.clock())
+        binding = _Binding(
+            row.pid, client, self._transport.clock(),
+            functools.partial(self._transport.alive, row.pid),
+        )  # fmt: skip
         with self._lock:
             self._binding = binding
         return binding

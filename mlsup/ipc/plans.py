@@ -38,80 +38,79 @@ class Emit:
 Plan: TypeAlias = Generator["Effect | Emit", Any, T]
 
 
-class _Stepper:
-    """Where a plan stands: what to send it next, and its result once it returned."""
-
-    __slots__ = ("failure", "outcome", "plan", "result")
-
-    def __init__(self, plan: Plan[Any]) -> None:
-        self.plan = plan
-        self.outcome: Any = None
-        self.failure: BaseException | None = None
-        self.result: Any = None
-
-    def step(self) -> Effect | Emit | None:
-        """The plan's next step after the last outcome; None once it returned."""
-        failure, outcome, self.failure, self.outcome = self.failure, self.outcome, None, None
-        try:
-            return self.plan.send(outcome) if failure is None else self.plan.throw(failure)
-        except StopIteration as stop:
-            self.result = stop.value
-            return None
-
-
-def _advance(stepper: _Stepper) -> Emit | None:
-    """Perform effects in this thread until the plan emits (the Emit) or returns (None)."""
-    while (step := stepper.step()) is not None and not isinstance(step, Emit):
-        try:
-            stepper.outcome = step()
-        except BaseException as exc:  # noqa: BLE001 - thrown into the plan, which decides
-            stepper.failure = exc
-    return step
-
-
-async def _aadvance(stepper: _Stepper) -> Emit | None:
-    """:func:`_advance` for asyncio: each effect's awaitable is awaited in this task."""
-    while (step := stepper.step()) is not None and not isinstance(step, Emit):
-        try:
-            stepper.outcome = await step()
-        except BaseException as exc:  # noqa: BLE001 - CancelledError too: the plan cleans up
-            stepper.failure = exc
-    return step
-
-
 def run(plan: Plan[T]) -> T:
     """Carry out a call plan in this thread; its result, or its exception."""
-    stepper = _Stepper(plan)
-    _advance(stepper)
-    result: T = stepper.result
-    return result
+    send = plan.send
+    try:
+        step = send(None)
+        while True:
+            try:
+                outcome = step()  # type: ignore[operator]
+            except BaseException as exc:  # noqa: BLE001 - thrown into the plan, which decides
+                step = plan.throw(exc)
+            else:
+                step = send(outcome)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
 
 
 async def arun(plan: Plan[T]) -> T:
     """Carry out a call plan in this task. Cancelling the task throws CancelledError into
     the plan at its current effect; the plan cleans up and the cancellation goes on."""
-    stepper = _Stepper(plan)
-    await _aadvance(stepper)
-    result: T = stepper.result
-    return result
+    send = plan.send
+    try:
+        step = send(None)
+        while True:
+            try:
+                outcome = await step()  # type: ignore[operator]
+            except BaseException as exc:  # noqa: BLE001 - CancelledError too: the plan cleans up
+                step = plan.throw(exc)
+            else:
+                step = send(outcome)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
 
 
 def iterate(plan: Plan[None]) -> Iterator[Any]:
     """The items a stream plan emits, carried out in this thread. Abandoning the iterator
     closes the plan, whose cleanup then runs at once."""
-    stepper = _Stepper(plan)
     try:
-        while (emit := _advance(stepper)) is not None:
-            yield emit.item
+        step = plan.send(None)
+        while True:
+            if isinstance(step, Emit):
+                yield step.item
+                step = plan.send(None)
+                continue
+            try:
+                outcome = step()
+            except BaseException as exc:  # noqa: BLE001 - thrown into the plan
+                step = plan.throw(exc)
+            else:
+                step = plan.send(outcome)
+    except StopIteration:
+        return
     finally:
         plan.close()
 
 
 async def aiterate(plan: Plan[None]) -> AsyncIterator[Any]:
     """The items a stream plan emits, carried out in this task (see :func:`iterate`)."""
-    stepper = _Stepper(plan)
     try:
-        while (emit := await _aadvance(stepper)) is not None:
-            yield emit.item
+        step = plan.send(None)
+        while True:
+            if isinstance(step, Emit):
+                yield step.item
+                step = plan.send(None)
+                continue
+            try:
+                outcome = await step()
+            except BaseException as exc:  # noqa: BLE001 - thrown into the plan
+                step = plan.throw(exc)
+            else:
+                step = plan.send(outcome)
+    except StopIteration:
+        return
     finally:
         plan.close()

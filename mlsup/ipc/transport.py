@@ -29,6 +29,7 @@ import zmq
 import zmq.asyncio
 
 from mlsup import defaults
+from mlsup.errors import TransportError
 from mlsup.ipc.endpoints import ipc_path
 from mlsup.ipc.liveness import process_alive
 
@@ -103,17 +104,26 @@ def _dealer(context: zmq.Context[Any], endpoint: str) -> Any:
     return sock
 
 
-class _ZmqChannel:
-    __slots__ = ("_sock",)
+def _unsent(endpoint: str, exc: zmq.ZMQError) -> TransportError:
+    """ZeroMQ's failure to send, as the transport error callers catch (the one boundary where
+    zmq's errors are translated)."""
+    return TransportError(f"cannot send to {endpoint}: {exc}", endpoint=endpoint)
 
-    def __init__(self, sock: zmq.Socket[bytes]) -> None:
-        self._sock = sock
+
+class _ZmqChannel:
+    __slots__ = ("_endpoint", "_sock")
+
+    def __init__(self, sock: zmq.Socket[bytes], endpoint: str) -> None:
+        self._sock, self._endpoint = sock, endpoint
 
     def send(self, frames: Sequence[Any]) -> None:
-        if len(frames) == 1:
-            self._sock.send(frames[0])  # the common case, without send_multipart's checks
-        else:
-            self._sock.send_multipart(frames, copy=False)
+        try:
+            if len(frames) == 1:
+                self._sock.send(frames[0])  # the common case, without send_multipart's checks
+            else:
+                self._sock.send_multipart(frames, copy=False)
+        except zmq.ZMQError as exc:
+            raise _unsent(self._endpoint, exc) from exc
 
     def receive(self) -> list[Any] | None:
         sock = self._sock
@@ -130,13 +140,16 @@ class _ZmqChannel:
 
 
 class _AsyncZmqChannel:
-    __slots__ = ("_sock",)
+    __slots__ = ("_endpoint", "_sock")
 
-    def __init__(self, sock: zmq.asyncio.Socket) -> None:
-        self._sock = sock
+    def __init__(self, sock: zmq.asyncio.Socket, endpoint: str) -> None:
+        self._sock, self._endpoint = sock, endpoint
 
     async def send(self, frames: Sequence[Any]) -> None:
-        await self._sock.send_multipart(frames, copy=len(frames) == 1)
+        try:
+            await self._sock.send_multipart(frames, copy=len(frames) == 1)
+        except zmq.ZMQError as exc:
+            raise _unsent(self._endpoint, exc) from exc
 
     async def receive(self) -> list[Any] | None:
         try:
@@ -161,8 +174,8 @@ class _ZmqHost:
     def alive(self, pid: int) -> bool:
         return process_alive(pid)
 
-    def clock(self) -> float:
-        return time.monotonic()
+    #: Monotonic seconds (the C function itself: the clock is read on every call).
+    clock = staticmethod(time.monotonic)
 
 
 class ZmqTransport(_ZmqHost):
@@ -172,7 +185,7 @@ class ZmqTransport(_ZmqHost):
         self._context = context or zmq.Context.instance()
 
     def open(self, endpoint: str) -> Channel:
-        return _ZmqChannel(_dealer(self._context, endpoint))
+        return _ZmqChannel(_dealer(self._context, endpoint), endpoint)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
@@ -185,7 +198,7 @@ class AsyncZmqTransport(_ZmqHost):
         self._context = context or zmq.asyncio.Context.instance()
 
     def open(self, endpoint: str) -> AsyncChannel:
-        return _AsyncZmqChannel(_dealer(self._context, endpoint))
+        return _AsyncZmqChannel(_dealer(self._context, endpoint), endpoint)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
