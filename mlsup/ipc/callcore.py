@@ -52,6 +52,7 @@ class CallCore:
     ) -> None:
         self.endpoint = check_endpoint(endpoint)
         self.transport = transport
+        self._clock = transport.clock
         self.timeout = timeout
         self._own_pool = pool is None
         self._codec = TensorCodec(
@@ -82,7 +83,7 @@ class CallCore:
         ``alive()`` (asked between slices of waiting) says the server died.
         """
         timeout = self.timeout if timeout is None else timeout
-        deadline = self.transport.clock() + timeout
+        deadline = self._clock() + timeout
         rid, frames, lent = self._request(op, args)
         channel = self._checkout()
         answered = False
@@ -109,7 +110,7 @@ class CallCore:
         try:
             yield functools.partial(channel.send, frames)
             while True:
-                deadline = self.transport.clock() + timeout
+                deadline = self._clock() + timeout
                 message = yield from self._reply(channel, rid, deadline, op, timeout, alive)
                 if lent:  # the server has read the request: its blocks are free again
                     self._take_back(lent, answered=True)
@@ -171,7 +172,7 @@ class CallCore:
     ) -> Plan[Message]:
         """Wait, a slice at a time, for the reply to request rid; earlier ones are dropped."""
         while True:
-            if self.transport.clock() >= deadline:
+            if self._clock() >= deadline:
                 raise RequestTimeout(
                     f"no reply to {op!r} from {self.endpoint} within {timeout:g} s; "
                     "the server is dead, hung or overloaded",
@@ -227,10 +228,10 @@ class CallCore:
                 pool.discard(name)  # the server may still be reading the block: never reuse it
 
     def _checkout(self) -> Any:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return self.transport.open(self.endpoint)
+        try:
+            return self._idle.pop()  # atomic: no lock needed to take one
+        except IndexError:
+            return self.transport.open(self.endpoint)
 
     def _checkin(self, channel: Any, *, reusable: bool) -> None:
         if reusable:
