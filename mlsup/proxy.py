@@ -104,17 +104,13 @@ class SupervisorProxy(_SupervisorDriver):
         return run(self.core.row(model))
 
     def load(
-        self,
-        model: str,
-        priority: Any = None,
-        *,
-        wait: bool = True,
-        timeout: float = defaults.ENSURE_TIMEOUT_S,
+        self, model: str, priority: Any = None, *, wait: bool = True, timeout: float | None = None
     ) -> Row:
         """Load model (waiting until it serves, unless ``wait=False``); its status row.
 
         A FAILED model is reset and tried again. ``priority``: a :class:`~mlsup.Priority` or
-        its name.
+        its name; ``timeout``: how long to wait (default
+        :data:`~mlsup.defaults.ENSURE_TIMEOUT_S`).
         """
         result: Row = run(self.core.load(model, priority, wait, timeout))
         return result
@@ -249,12 +245,7 @@ class AsyncSupervisorProxy(_SupervisorDriver):
         return await arun(self.core.row(model))
 
     async def load(
-        self,
-        model: str,
-        priority: Any = None,
-        *,
-        wait: bool = True,
-        timeout: float = defaults.ENSURE_TIMEOUT_S,
+        self, model: str, priority: Any = None, *, wait: bool = True, timeout: float | None = None
     ) -> Row:
         """See :meth:`SupervisorProxy.load`."""
         result: Row = await arun(self.core.load(model, priority, wait, timeout))

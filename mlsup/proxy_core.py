@@ -183,8 +183,9 @@ class SupervisorCore:
         rows = yield from self.request("status")
         return next((row for row in rows if read_row(row).model == model), None)
 
-    def load(self, model: str, priority: Any, wait: bool, timeout: float) -> Plan[Any]:
+    def load(self, model: str, priority: Any, wait: bool, timeout: float | None) -> Plan[Any]:
         """Load model; its status row. ``priority``: a Priority, its name, or None."""
+        timeout = defaults.ENSURE_TIMEOUT_S if timeout is None else timeout
         name = getattr(priority, "name", priority)
         args = {"model": model, "priority": name.lower() if name else None, "wait": wait,
                 "timeout": timeout}  # fmt: skip

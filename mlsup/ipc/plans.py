@@ -55,42 +55,60 @@ def run(plan: Plan[T]) -> T:
         return result
 
 
+class _Stepper:
+    """Where a plan stands: the outcome (or failure) of its last effect, and its result."""
+
+    __slots__ = ("failure", "outcome", "plan", "result")
+
+    def __init__(self, plan: Plan[Any]) -> None:
+        self.plan = plan
+        self.outcome: Any = None
+        self.failure: BaseException | None = None
+        self.result: Any = None
+
+    def step(self) -> Effect | Emit | None:
+        """The plan's next step, given the last outcome; None once it returned."""
+        failure, outcome, self.failure, self.outcome = self.failure, self.outcome, None, None
+        try:
+            if failure is not None:
+                return self.plan.throw(failure)
+            return self.plan.send(outcome)
+        except StopIteration as stop:
+            self.result = stop.value
+            return None
+
+
 async def arun(plan: Plan[T]) -> T:
     """Carry out a call plan in this task. Cancelling the task throws CancelledError into
     the plan at its current effect; the plan cleans up and the cancellation goes on."""
-    send = plan.send
-    try:
-        step = send(None)
-        while True:
-            try:
-                outcome = await step()  # type: ignore[operator]
-            except BaseException as exc:  # noqa: BLE001 - CancelledError too: the plan cleans up
-                step = plan.throw(exc)
-            else:
-                step = send(outcome)
-    except StopIteration as stop:
-        result: T = stop.value
-        return result
+    stepper = _Stepper(plan)
+    while (effect := stepper.step()) is not None:
+        try:
+            stepper.outcome = await effect()  # type: ignore[operator]
+        except BaseException as exc:  # noqa: BLE001 - CancelledError too: the plan cleans up
+            stepper.failure = exc
+    result: T = stepper.result
+    return result
+
+
+def _next_item(plan: Plan[None]) -> Plan[Emit | None]:
+    """A call plan that carries a stream plan on to its next item: the Emit, or None once
+    the stream ended. Effects pass through; an effect's failure is thrown into the stream."""
+    stepper = _Stepper(plan)
+    while (step := stepper.step()) is not None and not isinstance(step, Emit):
+        try:
+            stepper.outcome = yield step
+        except BaseException as exc:  # noqa: BLE001 - the stream plan decides
+            stepper.failure = exc
+    return step
 
 
 def iterate(plan: Plan[None]) -> Iterator[Any]:
     """The items a stream plan emits, carried out in this thread. Abandoning the iterator
     closes the plan, whose cleanup then runs at once."""
     try:
-        step = plan.send(None)
-        while True:
-            if isinstance(step, Emit):
-                yield step.item
-                step = plan.send(None)
-                continue
-            try:
-                outcome = step()
-            except BaseException as exc:  # noqa: BLE001 - thrown into the plan
-                step = plan.throw(exc)
-            else:
-                step = plan.send(outcome)
-    except StopIteration:
-        return
+        while (emit := run(_next_item(plan))) is not None:
+            yield emit.item
     finally:
         plan.close()
 
@@ -98,19 +116,7 @@ def iterate(plan: Plan[None]) -> Iterator[Any]:
 async def aiterate(plan: Plan[None]) -> AsyncIterator[Any]:
     """The items a stream plan emits, carried out in this task (see :func:`iterate`)."""
     try:
-        step = plan.send(None)
-        while True:
-            if isinstance(step, Emit):
-                yield step.item
-                step = plan.send(None)
-                continue
-            try:
-                outcome = await step()
-            except BaseException as exc:  # noqa: BLE001 - thrown into the plan
-                step = plan.throw(exc)
-            else:
-                step = plan.send(outcome)
-    except StopIteration:
-        return
+        while (emit := await arun(_next_item(plan))) is not None:
+            yield emit.item
     finally:
         plan.close()
