@@ -3,6 +3,7 @@ lost peers, streams, shared-memory loans and channel reuse — no processes, no 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from mlsup.errors import ModelOOM, PeerGone, ProtocolError, RequestTimeout, TransportError
 from mlsup.ipc.client import AsyncClient, Client
 from mlsup.ipc.wire import Kind, Message
+from mlsup.testing.transport import AsyncFakeTransport
 
 ENDPOINT = "ipc:///fake/peer"
 
@@ -103,3 +105,28 @@ def test_a_closed_client_refuses_calls(side: Any) -> None:
     side.do(client.close())  # closing twice is harmless
     with pytest.raises(TransportError, match="is closed"):
         side.do(client.call("echo", 1))
+
+
+def test_a_failed_send_is_thrown_into_the_plan_which_drops_the_channel(side: Any) -> None:
+    def unreachable(request: Message, args: Any) -> list[Message]:
+        raise TransportError("cannot send to the peer")
+
+    side.transport.listen(ENDPOINT, unreachable)
+    client = client_for(side, timeout=5, threshold=1024)
+    with pytest.raises(TransportError, match="cannot send"):
+        side.do(client.call("echo", np.arange(4096, dtype=np.int64)))
+    assert side.transport.open_channels == 0 and client.core.lent_bytes == 0
+
+
+async def test_cancelling_an_async_call_cleans_up_like_a_timeout() -> None:
+    transport = AsyncFakeTransport()
+    transport.listen(ENDPOINT, answer)
+    client = AsyncClient(ENDPOINT, transport=transport, timeout=1e9, threshold=1024)
+    task = asyncio.create_task(client.call("hang", np.arange(4096, dtype=np.int64)))
+    while not transport.received:  # the request went out; the call waits for its answer
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert transport.open_channels == 0 and client.core.lent_bytes == 0
+    await client.close()
