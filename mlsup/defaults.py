@@ -155,7 +155,8 @@ TINY_MODELS_CACHE = "~/.cache/mlsup/tiny-models"
 #: supervisor answers a load that timed out after it noticed, so waiting exactly as long would
 #: turn its typed answer into a bare RequestTimeout.
 LOAD_REPLY_MARGIN_S = 5.0
-#: Deadline of ``unload`` (seconds): a drain is the worker's grace period plus a SIGKILL.
+#: Deadline of ``unload`` (seconds): a generous bound on a drain (TERMINATE_GRACE_S, then
+#: SIGKILL of the group and the lease's release), so that only a hung supervisor exceeds it.
 UNLOAD_TIMEOUT_S = 60.0
 #: How often a caller that saw its worker die asks the supervisor how it ended (seconds).
 CRASH_REPORT_POLL_S = 0.02
