@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +30,8 @@ from mlsup.ipc.transport import Transport
 from mlsup.ipc.wire import Kind, Message, decode
 
 __all__ = ["Alive", "CallCore"]
+
+_partial = functools.partial
 
 #: Asked between slices of waiting: whether the serving process still runs.
 Alive = Callable[[], bool]
@@ -63,7 +64,6 @@ class CallCore:
         # (any thread, any time), drained into the next message we send.
         self._releases: collections.deque[str] = collections.deque()
         self._idle: list[Any] = []  # channels ready for the next exchange
-        self._lock = threading.Lock()  # never held across a yield
         self.closed = False
 
     @property
@@ -88,14 +88,18 @@ class CallCore:
         channel = self._checkout()
         answered = False
         try:
-            yield functools.partial(channel.send, frames)
-            message = yield from self._reply(channel, rid, deadline, op, timeout, alive)
+            # Send and wait a first slice in one effect: most replies are there by then.
+            got = yield _partial(channel.exchange, frames)
+            message = self._match(got, rid)
+            if message is None:
+                message = yield from self._reply(channel, rid, deadline, op, timeout, alive, got)
             answered = True
             if message.kind is Kind.ITEM:
                 raise ProtocolError(f"{op!r} streams its result; use stream()")
             return self._result(message)
         finally:
-            self._take_back(lent, answered=answered)
+            if lent:
+                self._take_back(lent, answered=answered)
             self._checkin(channel, reusable=answered)
 
     def stream(
@@ -108,10 +112,14 @@ class CallCore:
         channel = self._checkout()
         finished = False
         try:
-            yield functools.partial(channel.send, frames)
+            got = yield _partial(channel.exchange, frames)
             while True:
                 deadline = self._clock() + timeout
-                message = yield from self._reply(channel, rid, deadline, op, timeout, alive)
+                message = self._match(got, rid)
+                if message is None:
+                    message = yield from self._reply(
+                        channel, rid, deadline, op, timeout, alive, got
+                    )
                 if lent:  # the server has read the request: its blocks are free again
                     self._take_back(lent, answered=True)
                     lent = []
@@ -120,6 +128,7 @@ class CallCore:
                     self._result(message)  # raises the error that ended the stream
                     return
                 yield Emit(self._result(message))
+                got = yield channel.receive
         finally:
             self._take_back(lent, answered=False)
             self._checkin(channel, reusable=finished)
@@ -150,9 +159,8 @@ class CallCore:
 
     def abandon(self) -> None:
         """Close at once, telling the server nothing (it is gone, or we are in a hurry)."""
-        with self._lock:
-            self.closed = True
-            idle, self._idle = self._idle, []
+        self.closed = True
+        idle, self._idle = self._idle, []
         for channel in idle:
             channel.close()
         if self._own_pool and self._codec.pool is not None:
@@ -169,9 +177,17 @@ class CallCore:
         op: str,
         timeout: float,
         alive: Alive | None,
+        got: list[Any] | None,
     ) -> Plan[Message]:
-        """Wait, a slice at a time, for the reply to request rid; earlier ones are dropped."""
+        """Wait, a slice at a time, for the reply to request rid, after a first wait that
+        brought ``got`` (None: nothing, or a stale reply)."""
         while True:
+            if got is None and alive is not None and not alive():
+                raise PeerGone(
+                    f"the process serving {self.endpoint} died during {op!r}",
+                    endpoint=self.endpoint,
+                    op=op,
+                )
             if self._clock() >= deadline:
                 raise RequestTimeout(
                     f"no reply to {op!r} from {self.endpoint} within {timeout:g} s; "
@@ -179,34 +195,37 @@ class CallCore:
                     endpoint=self.endpoint,
                     op=op,
                 )
-            frames = yield channel.receive
-            if frames is None:
-                if alive is not None and not alive():
-                    raise PeerGone(
-                        f"the process serving {self.endpoint} died during {op!r}",
-                        endpoint=self.endpoint,
-                        op=op,
-                    )
-                continue
-            message = decode(frames)
-            if message.id != rid:
-                continue  # the late reply of an earlier, abandoned request
-            if message.kind not in (Kind.REPLY, Kind.ERROR, Kind.ITEM):
-                raise ProtocolError(f"unexpected {message.kind.name} message from {self.endpoint}")
-            return message
+            got = yield channel.receive
+            message = self._match(got, rid)
+            if message is not None:
+                return message
+
+    def _match(self, frames: list[Any] | None, rid: int) -> Message | None:
+        """The reply to request rid in frames; None for nothing, or for the late reply of an
+        earlier, abandoned request (dropped)."""
+        if frames is None:
+            return None
+        message = decode(frames)
+        if message.id != rid:
+            return None
+        if message.kind not in (Kind.REPLY, Kind.ERROR, Kind.ITEM):
+            raise ProtocolError(f"unexpected {message.kind.name} message from {self.endpoint}")
+        return message
 
     def _request(self, op: str, args: Any) -> tuple[int, list[Any], list[str]]:
         if self.closed:
             raise TransportError(f"client of {self.endpoint} is closed")
         rid = next(self._ids)
-        frames, lent = self._codec.encode(
-            Message(Kind.REQUEST, rid, op=op, args=args, releases=self._drain_releases())
-        )
+        releases = self._drain_releases() if self._releases else []
+        message = Message(Kind.REQUEST, rid, op=op, args=args, releases=releases)
+        frames, lent = self._codec.encode(message)
         return rid, frames, lent
 
     def _result(self, message: Message) -> Any:
         if message.kind is Kind.ERROR:
             raise error_from_wire(message.error)
+        if not message.tensors:
+            return message.args  # the common small reply: nothing to materialize
         return self._codec.decode_args(message, on_collected=self._releases.append)
 
     def _drain_releases(self) -> list[str]:
@@ -234,9 +253,10 @@ class CallCore:
             return self.transport.open(self.endpoint)
 
     def _checkin(self, channel: Any, *, reusable: bool) -> None:
-        if reusable:
-            with self._lock:
-                if not self.closed and len(self._idle) < defaults.CLIENT_IDLE_SOCKETS:
-                    self._idle.append(channel)
-                    return
+        # No lock on this hot path: abandon() sets ``closed`` before it takes the idle list,
+        # so a channel put back while it runs is either in the list it closes, or seen here.
+        if reusable and not self.closed and len(self._idle) < defaults.CLIENT_IDLE_SOCKETS:
+            self._idle.append(channel)
+            if not self.closed:
+                return
         channel.close()

@@ -52,6 +52,9 @@ class Channel(Protocol):
     def receive(self) -> list[Any] | None:
         """The next message's frames, or None when nothing came within one slice."""
 
+    def exchange(self, frames: Sequence[Any]) -> list[Any] | None:
+        """Send, then receive: a call's first round in one effect."""
+
     def close(self, linger_ms: int = 0) -> None:
         """Close; ``linger_ms`` lets queued messages out that long."""
 
@@ -64,6 +67,9 @@ class AsyncChannel(Protocol):
 
     async def receive(self) -> list[Any] | None:
         """The next message's frames, or None when nothing came within one slice."""
+
+    async def exchange(self, frames: Sequence[Any]) -> list[Any] | None:
+        """Send, then receive: a call's first round in one effect."""
 
     def close(self, linger_ms: int = 0) -> None:
         """Close (cancelling a receive in progress); ``linger_ms`` as for :class:`Channel`."""
@@ -135,6 +141,16 @@ class _ZmqChannel:
             frames.append(sock.recv(copy=False).buffer)
         return frames
 
+    def exchange(self, frames: Sequence[Any]) -> list[Any] | None:
+        if len(frames) == 1:
+            try:
+                self._sock.send(frames[0])  # the hot path of small calls, inline
+            except zmq.ZMQError as exc:
+                raise _unsent(self._endpoint, exc) from exc
+        else:
+            self.send(frames)
+        return self.receive()
+
     def close(self, linger_ms: int = 0) -> None:
         self._sock.close(linger=linger_ms)
 
@@ -159,6 +175,10 @@ class _AsyncZmqChannel:
         except zmq.Again:
             return None
         return [frame.buffer for frame in frames]
+
+    async def exchange(self, frames: Sequence[Any]) -> list[Any] | None:
+        await self.send(frames)
+        return await self.receive()
 
     def close(self, linger_ms: int = 0) -> None:
         self._sock.close(linger=linger_ms)

@@ -57,6 +57,11 @@ class FakeChannel:
         self.transport.now += defaults.LIVENESS_SLICE_S
         return None
 
+    def exchange(self, frames: Sequence[Any]) -> list[Any] | None:
+        """Send, then receive."""
+        self.send(frames)
+        return self.receive()
+
     def close(self, linger_ms: int = 0) -> None:
         """Close: later answers to this channel are dropped."""
         self.closed = True
@@ -74,6 +79,10 @@ class _AsyncFakeChannel:
         if frames is None:
             await asyncio.sleep(0)  # let the other tasks run, as a real wait would
         return frames
+
+    async def exchange(self, frames: Sequence[Any]) -> list[Any] | None:
+        self.channel.send(frames)
+        return await self.receive()
 
     def close(self, linger_ms: int = 0) -> None:
         self.channel.close(linger_ms)
