@@ -45,8 +45,6 @@ SHM_POOL_KEEP_BYTES = 1 << 30
 SHM_POOL_MAX_BYTES = 8 << 30
 #: Attached foreign segments cached by one receiver (mapped once, reused across requests).
 SHM_ATTACH_CACHE_SIZE = 64
-#: Alignment of tensors packed into one segment (a cache line; also fine for AVX-512 loads).
-SHM_ALIGNMENT = 64
 
 # --- Transport ---------------------------------------------------------------------------------
 
@@ -60,9 +58,6 @@ CLOSE_LINGER_MS = 100
 MAX_KNOWN_PEERS = 4096
 #: Idle sockets kept per client for reuse by the next caller.
 CLIENT_IDLE_SOCKETS = 16
-#: Pending reply-block releases that trigger an explicit release message (else they ride on
-#: the next request).
-RELEASE_BATCH = 32
 #: How often a server checks whether the borrowers of its shm blocks are still alive (seconds).
 BORROWER_CHECK_INTERVAL_S = 5.0
 
@@ -73,8 +68,11 @@ BORROWER_CHECK_INTERVAL_S = 5.0
 #: only re-registrations of existing leases are admitted (holders renew, and so re-register,
 #: within LEASE_RENEW_INTERVAL_S), so a restart cannot over-commit a GPU.
 LEASE_TTL_S = 10.0
-#: Interval between renewals: a third of the TTL, so two renewals may fail before expiry.
-LEASE_RENEW_INTERVAL_S = LEASE_TTL_S / 3
+#: Renewals per TTL: three, so two renewals may fail before a lease expires. A timing that gives
+#: no renew interval renews at ``ttl_s / LEASE_RENEWALS_PER_TTL``.
+LEASE_RENEWALS_PER_TTL = 3
+#: Interval between renewals with the default TTL.
+LEASE_RENEW_INTERVAL_S = LEASE_TTL_S / LEASE_RENEWALS_PER_TTL
 #: How long acquire() waits for capacity when the caller gives no timeout (seconds).
 LEASE_ACQUIRE_TIMEOUT_S = 30.0
 #: Grace period a preempted holder gets to yield before its lease is revoked (seconds).
@@ -148,6 +146,45 @@ TORCH_CUDA_OVERHEAD_MB = 300
 GENERATE_MAX_TOKENS = 128
 #: Cache of the tiny test models (``mlsup.testing.tiny_models``) when ``MLSUP_TEST_CACHE`` is unset.
 TINY_MODELS_CACHE = "~/.cache/mlsup/tiny-models"
+
+# --- Process plumbing outside the supervisor core (kit/leases, ipc/server, the CLI) -------------
+
+#: How long a lease wait pauses before asking an unreachable Redis again (seconds): it may be
+#: restarting, and the wait's own deadline still bounds the whole.
+LEASE_TRANSPORT_RETRY_S = 0.1
+#: How often stopping a background task re-sends its cancellation (seconds): a cancellation that
+#: lands inside a Redis call can be turned into an ordinary error by the client library.
+TASK_CANCEL_RETRY_S = 0.1
+#: Longest operation name a server registers (characters); the wire header carries it per call.
+MAX_OPERATION_NAME = 128
+#: How long ``Server.stop`` waits for the serving thread to finish its request (seconds).
+SERVER_STOP_TIMEOUT_S = 5.0
+#: How long ``mlsup start --detach`` waits for the supervisor to answer (seconds): it starts an
+#: embedded Redis and the template process that imports the runtimes.
+START_READY_TIMEOUT_S = 120.0
+#: How long ``mlsup stop`` waits for the supervisor to exit (seconds): every worker drains first.
+STOP_WAIT_TIMEOUT_S = 60.0
+#: How often the command line refreshes what it waits on or shows live: the supervisor coming
+#: up, ``mlsup load``'s progress, a followed log (seconds).
+CLI_POLL_INTERVAL_S = 0.1
+#: How often a loading worker reports how much of its model's files it has read (seconds):
+#: what ``mlsup load``'s progress bar shows.
+LOAD_PROGRESS_INTERVAL_S = 0.25
+# --- Supervisor decisions (supervisor/decide.py, daemon.py, control.py) ------------------------
+
+#: How much to raise a model's VRAM estimate after it ran out of memory: the next lease is this
+#: many times the larger of the old estimate and the memory the worker last measured.
+OOM_GROWTH = 1.5
+#: A preempted worker's drain ends this long before the preemption deadline (seconds), so that
+#: its lease is released before the requester's grace runs out, not just after.
+PREEMPT_YIELD_MARGIN_S = 0.2
+#: How often the supervisor checks idle timeouts, lost leases and stalled loads (seconds).
+HOUSEKEEPING_INTERVAL_S = 1.0
+#: How long ``stop`` waits before stopping the supervisor, so that its reply is sent (seconds).
+STOP_REPLY_DELAY_S = 0.05
+#: Shortest time between two heartbeats a worker sends early because it finished a request
+#: (seconds): status rows count served requests promptly without a report per call under load.
+HEARTBEAT_NUDGE_MIN_S = 0.05
 
 # --- Proxy call core (mlsup.proxy_core) --------------------------------------------------------
 

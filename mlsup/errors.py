@@ -5,11 +5,13 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
 
     MlsupError
     ├── ConfigError                 a configuration file, manifest entry or argument is invalid
+    │   └── InvalidArgument         a function got an argument value it cannot use (a ValueError)
     ├── ProtocolError               a frame or control message is malformed, hostile or too big
     ├── TransportError              the peer could not be reached or did not answer
     │   ├── RequestTimeout          no reply within the call's deadline
     │   ├── PeerGone                the process serving the endpoint died during the call
-    │   └── SupervisorUnavailable   no supervisor is running for this runtime directory
+    │   ├── SupervisorUnavailable   no supervisor is running for this runtime directory
+    │   └── CannotListen            an endpoint could not be bound (in use, no permission)
     ├── RemoteError                 the peer raised an error that is not one of ours
     ├── DeviceError                 a GPU is unknown, or device discovery failed
     ├── LeaseError                  VRAM lease problems
@@ -17,13 +19,17 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
     │   ├── LeaseNotHeld            this token never held that lease (unknown or forged id)
     │   ├── LeaseLost               the lease was held but is gone (expired, revoked, preempted)
     │   └── CapacityExceeded        the request can never fit on that GPU
-    └── ModelError                  a model could not be served
-        ├── ModelNotFound           no such model in the manifest
-        ├── ModelLoadError          the files are missing or corrupt, or the loader failed
-        ├── ModelOOM                the device ran out of memory while loading or running
-        ├── WorkerCrashed           the worker process died (carries the exit code or signal)
-        ├── Preempted               the model was asked to yield to a higher priority
-        └── ModelFailed             the model crashed too often and is parked until reloaded
+    ├── UsageError                  an object was used out of order (after close, before connect)
+    ├── BenchmarkError              a benchmark could not measure (a peer or contender failed)
+    ├── ModelError                  a model could not be served
+    │   ├── ModelNotFound           no such model in the manifest
+    │   ├── ModelLoadError          the files are missing or corrupt, or the loader failed
+    │   ├── ModelOOM                the device ran out of memory while loading or running
+    │   ├── WorkerCrashed           the worker process died (carries the exit code or signal)
+    │   ├── Preempted               the model was asked to yield to a higher priority
+    │   ├── ModelFailed             the model crashed too often and is parked until reloaded
+    │   └── NoWorkerLog             the model never ran a worker in this runtime directory
+    └── IllegalTransition           a lifecycle event that cannot happen in that state (a bug)
 
     BaseException
     └── Interrupt                   cooperative cancellation that must not be swallowed
@@ -44,10 +50,14 @@ import signal as _signal
 from typing import Any, ClassVar
 
 __all__ = [
+    "BenchmarkError",
+    "CannotListen",
     "CapacityExceeded",
     "ConfigError",
     "DeviceError",
+    "IllegalTransition",
     "Interrupt",
+    "InvalidArgument",
     "LeaseError",
     "LeaseLost",
     "LeaseNotHeld",
@@ -58,6 +68,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFound",
     "ModelOOM",
+    "NoWorkerLog",
     "PeerGone",
     "Preempted",
     "ProtocolError",
@@ -66,6 +77,7 @@ __all__ = [
     "ShutdownRequested",
     "SupervisorUnavailable",
     "TransportError",
+    "UsageError",
     "WorkerCrashed",
     "YieldRequested",
     "error_from_wire",
@@ -224,6 +236,38 @@ class ModelFailed(ModelError):
     """The model crashed too often and is parked; ``mlsup load MODEL`` resets it."""
 
 
+class InvalidArgument(ConfigError, ValueError):
+    """A function got an argument value it cannot use (a ``vram_mb`` that is not a positive
+    integer, an empty operation name). Raised before anything changes; it is also a
+    :class:`ValueError`, as a bad argument value is in Python."""
+
+
+class CannotListen(TransportError):
+    """An endpoint could not be bound: its address is in use, its directory is not writable,
+    or its path is too long for a unix socket. Names the endpoint."""
+
+
+class NoWorkerLog(ModelError):
+    """``mlsup logs MODEL`` found no log: the model never ran a worker in this runtime
+    directory (load it first, or check ``$MLSUP_RUNTIME_DIR``)."""
+
+
+class UsageError(MlsupError, RuntimeError):
+    """An object was used out of order: after ``close()``, before ``connect()``, or a lease
+    that no :class:`GPUBoss` granted asked for preemption. A bug at the call site; it is also
+    a :class:`RuntimeError`."""
+
+
+class BenchmarkError(MlsupError):
+    """``mlsup bench`` could not measure: a benchmark peer or contender process failed, a
+    measurement had no samples, or a workload is unknown."""
+
+
+class IllegalTransition(MlsupError):
+    """A lifecycle event that cannot happen in a supervised model's state: a bug in the
+    supervisor, never the result of user input (the message names the state and the event)."""
+
+
 class Interrupt(BaseException):
     """Cooperative cancellation that an ``except Exception`` must not swallow."""
 
@@ -260,6 +304,12 @@ _BY_NAME: dict[str, type[MlsupError]] = {
         WorkerCrashed,
         Preempted,
         ModelFailed,
+        InvalidArgument,
+        CannotListen,
+        NoWorkerLog,
+        UsageError,
+        BenchmarkError,
+        IllegalTransition,
     )
 }
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mlsup import defaults
+from mlsup.contracts import ExitReason, ModelStatus, from_wire
 from mlsup.errors import (
     MlsupError,
     PeerGone,
@@ -42,7 +43,6 @@ __all__ = [
     "Loss",
     "ModelCore",
     "SupervisorCore",
-    "WorkerRow",
     "classify_loss",
     "idempotent",
     "read_row",
@@ -52,8 +52,6 @@ __all__ = [
 _PURE = frozenset({"embed", "run", "transcribe", "tokenize"})
 #: Generations, deterministic only with a seed (or greedy decoding).
 _GENERATIVE = frozenset({"chat", "complete", "generate", "generate_image"})
-#: The ``reason`` of a row whose worker the supervisor took away for a higher priority.
-_PREEMPTED = "preempted"
 
 
 def idempotent(op: str, kwargs: Mapping[str, Any]) -> bool:
@@ -69,26 +67,9 @@ def idempotent(op: str, kwargs: Mapping[str, Any]) -> bool:
     return False
 
 
-class WorkerRow(NamedTuple):
-    """What the proxy reads of a model's status row."""
-
-    model: str
-    state: str
-    pid: int | None
-    generation: int
-    endpoint: str | None
-    exit_code: int | None
-    last_exit: str | None
-    reason: str | None
-    error: Mapping[str, Any] | None
-
-
-def read_row(row: Mapping[str, Any]) -> WorkerRow:
-    """The one place the proxy reads a status row (a plain mapping on the wire today)."""
-    return WorkerRow(
-        row["model"], row["state"], row["pid"], row["generation"], row["endpoint"],
-        row.get("exit_code"), row.get("last_exit"), row.get("reason"), row.get("error"),
-    )  # fmt: skip
+def read_row(row: Any) -> ModelStatus:
+    """The one place the proxy reads a status row: validated into the typed contract."""
+    return from_wire(row, ModelStatus, what="status row")
 
 
 class Loss(NamedTuple):
@@ -98,14 +79,14 @@ class Loss(NamedTuple):
     unread: bool  #: the worker was drained on purpose and never read the call: resend it
 
 
-def classify_loss(model: str, pid: int, row: WorkerRow | None) -> Loss:
+def classify_loss(model: str, pid: int, row: ModelStatus | None) -> Loss:
     """Why the worker pid of model went away, from its status row (None: no supervisor).
 
     A clean drain (idle, unload: exit code 0, and not a preemption) finished the request in
     hand and dropped the rest unread, so a call that got no answer was never run.
     """
     gone = row is not None and row.pid != pid
-    preempted = row is not None and row.reason == _PREEMPTED
+    preempted = row is not None and row.exit_reason is ExitReason.PREEMPTED
     unread = gone and row is not None and row.exit_code == 0 and not preempted
     if preempted:
         error: MlsupError = Preempted(

@@ -18,15 +18,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
 import zmq
 
 from mlsup import defaults
-from mlsup.errors import MlsupError, ProtocolError, RemoteError
+from mlsup.errors import InvalidArgument, MlsupError, ProtocolError, RemoteError
 from mlsup.ipc.endpoints import bind_router, check_endpoint, close_router
 from mlsup.ipc.shm import AttachCache, ShmPool
 from mlsup.ipc.tensors import TensorCodec
 from mlsup.ipc.wire import Kind, Message, decode, peek_request_id
+from mlsup.process_identity import process_alive
 
 __all__ = ["Handler", "Operation", "Server", "admit", "failure"]
 
@@ -116,8 +116,11 @@ class Server:
 
     def register(self, op: str, handler: Handler, *, stream: bool = False) -> None:
         """Serve ``op`` with ``handler(args)``; ``stream=True`` if it yields several items."""
-        if not op or len(op) > 128:
-            raise ValueError(f"invalid operation name {op!r}")
+        if not op or len(op) > defaults.MAX_OPERATION_NAME:
+            raise InvalidArgument(
+                f"invalid operation name {op!r}: 1 to {defaults.MAX_OPERATION_NAME} characters",
+                op=op,
+            )
         self._operations[op] = Operation(handler, stream)
 
     def operation(self, op: str, *, stream: bool = False) -> Callable[[Handler], Handler]:
@@ -146,7 +149,7 @@ class Server:
         thread.start()
         return thread
 
-    def stop(self, timeout: float | None = 5.0) -> None:
+    def stop(self, timeout: float | None = defaults.SERVER_STOP_TIMEOUT_S) -> None:
         """End :meth:`serve` (from any thread) and wait for a started thread."""
         self._stopping.set()
         if self._socket is not None:
@@ -158,7 +161,7 @@ class Server:
             except zmq.ZMQError:
                 pass  # the receive timeout ends the loop all the same
             finally:
-                poke.close(linger=100)
+                poke.close(linger=defaults.CLOSE_LINGER_MS)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -265,7 +268,7 @@ class Server:
 
     def _reclaim_dead_borrowers(self) -> None:
         pids = {pid for _, pid in self._loans.values()}
-        dead = {pid for pid in pids if not psutil.pid_exists(pid)}
+        dead = {pid for pid in pids if not process_alive(pid)}
         if not dead:
             return
         for name, (identity, pid) in list(self._loans.items()):

@@ -31,7 +31,7 @@ import zmq.asyncio
 from mlsup import defaults
 from mlsup.errors import TransportError
 from mlsup.ipc.endpoints import ipc_path
-from mlsup.ipc.liveness import process_alive
+from mlsup.process_identity import process_alive
 
 __all__ = [
     "AsyncChannel",

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlsup.contracts import ExitReason
 from mlsup.errors import MlsupError, ModelNotFound, TransportError
 from mlsup.ipc.wire import Kind, Message
 from mlsup.runtime import CONTROL_SOCKET
@@ -82,6 +83,7 @@ class Drain:
 class Preempt:
     """Drained to give the VRAM to a higher priority, before reading the request."""
 
+    reason: str = "preempted by a higher priority"
     report_after: float = 0.0
 
 
@@ -119,6 +121,7 @@ class _Model:
     state: str = "unloaded"
     exit_code: int | None = None
     reason: str | None = None
+    exit_reason: ExitReason | None = None
     reported_at: float = 0.0  # when the supervisor learns of the last death
     previous_pid: int | None = None
     runs: int = 0  # requests a worker read and ran
@@ -156,9 +159,10 @@ class FakeSupervisor:
         pid = model.previous_pid if pending else model.pid
         exit_code = None if pending else model.exit_code
         return {
-            "model": name, "state": "ready" if pending else model.state, "pid": pid,
-            "endpoint": model.endpoint, "generation": model.generation,
-            "exit_code": exit_code, "reason": None if pending else model.reason,
+            "model": name, "loader": "fake", "state": "ready" if pending else model.state,
+            "pid": pid, "endpoint": model.endpoint, "generation": model.generation,
+            "exit_code": exit_code, "exit_reason": None if pending else model.exit_reason,
+            "reason": None if pending else model.reason,
             "last_exit": None if exit_code is None else describe_exit(exit_code),
             "error": None, "requests": model.runs,
         }  # fmt: skip
@@ -193,7 +197,10 @@ class FakeSupervisor:
                 self._spawn(name, model)
             return self.row(name)
         if op == "unload":
-            self._end(self.models[name], exit_code=0, reason="unloaded", state="unloaded")
+            self._end(
+                self.models[name], exit_code=0, exit_reason=ExitReason.UNLOAD, reason="unloaded",
+                state="unloaded",
+            )  # fmt: skip
             return self.row(name)
         raise ModelNotFound(f"the fake supervisor has no operation {op!r}")
 
@@ -206,12 +213,20 @@ class FakeSupervisor:
         self.transport.listen(model.endpoint, self._worker(model), pid=model.pid)
 
     def _end(
-        self, model: _Model, *, exit_code: int, reason: str | None, state: str, after: float = 0.0
+        self,
+        model: _Model,
+        *,
+        exit_code: int,
+        exit_reason: ExitReason,
+        reason: str | None,
+        state: str,
+        after: float = 0.0,
     ) -> None:
         if model.pid is not None:
             self.transport.kill(model.pid)
         model.previous_pid, model.pid = model.pid, None
-        model.exit_code, model.reason, model.state = exit_code, reason, state
+        model.exit_code, model.exit_reason = exit_code, exit_reason
+        model.reason, model.state = reason, state
         model.reported_at = self.transport.now + after
 
     # -- the workers ----------------------------------------------------------------------------
@@ -220,10 +235,11 @@ class FakeSupervisor:
         def handle(request: Message, args: Any) -> list[Message] | None:
             act = model.script.popleft() if model.script else None
             if isinstance(act, Drain | Preempt):
-                reason = act.reason if isinstance(act, Drain) else "preempted"
                 self._end(
-                    model, exit_code=0, reason=reason, state="unloaded", after=act.report_after
-                )
+                    model, exit_code=0,
+                    exit_reason=ExitReason.IDLE if isinstance(act, Drain) else ExitReason.PREEMPTED,
+                    reason=act.reason, state="unloaded", after=act.report_after,
+                )  # fmt: skip
                 return None
             if isinstance(act, Stale):
                 late = Message(Kind.REPLY, request.id - 1, args=act.value)
@@ -249,8 +265,9 @@ class FakeSupervisor:
 
     def _crash(self, model: _Model, act: Crash) -> None:
         self._end(
-            model, exit_code=act.exit_code, reason=None, state="starting", after=act.report_after
-        )
+            model, exit_code=act.exit_code, exit_reason=ExitReason.CRASH, reason=None,
+            state="starting", after=act.report_after,
+        )  # fmt: skip
 
     def _stream(self, model: _Model, request: Message, act: Stream) -> list[Message]:
         items = [Message(Kind.ITEM, request.id, args=item) for item in act.items]

@@ -1,7 +1,7 @@
 """``GPUBoss``: VRAM leases for one process, on top of :class:`LeaseStore`.
 
-Bad input raises before anything is written to Redis: ``ValueError`` for a ``vram_mb`` that is
-not a positive integer (a programming error, like any bad argument value),
+Bad input raises before anything is written to Redis: :class:`InvalidArgument` (also a
+``ValueError``) for a ``vram_mb`` that is not a positive integer,
 :class:`CapacityExceeded` for a request larger than the GPU, :class:`DeviceError` for an
 unknown GPU, :class:`LeaseNotHeld` for a lease this token never held. A wait that runs out
 raises :class:`LeaseTimeout` after leaving the queue.
@@ -19,10 +19,18 @@ from types import TracebackType
 from typing import Any
 
 from mlsup import defaults
-from mlsup.errors import CapacityExceeded, DeviceError, LeaseNotHeld, LeaseTimeout, TransportError
+from mlsup.errors import (
+    CapacityExceeded,
+    DeviceError,
+    InvalidArgument,
+    LeaseNotHeld,
+    LeaseTimeout,
+    TransportError,
+    UsageError,
+)
 from mlsup.kit.devices import Device, inventory
 from mlsup.kit.leases.lease import GPULease
-from mlsup.kit.leases.owner import OwnerIdentity, owner_alive
+from mlsup.kit.leases.owner import OwnerIdentity
 from mlsup.kit.leases.policy import best_fit
 from mlsup.kit.leases.preemption import PreemptionManager
 from mlsup.kit.leases.priority import Priority
@@ -32,11 +40,9 @@ from mlsup.kit.leases.snapshot import GpuSnapshot, gpu_snapshot
 from mlsup.kit.leases.store import LeaseStore
 from mlsup.kit.leases.timing import LeaseTiming
 from mlsup.kit.redis_url import resolve_redis_url
+from mlsup.process_identity import same_process
 
 __all__ = ["AcquireCall", "GPUBoss"]
-
-# Backoff while Redis is unreachable during a wait (it may be restarting).
-_TRANSPORT_RETRY_S = 0.1
 
 
 class AcquireCall:
@@ -99,7 +105,7 @@ class GPUBoss:
     def store(self) -> LeaseStore:
         """The Redis I/O; raises if :meth:`connect` was not called."""
         if self._store is None:
-            raise RuntimeError("GPUBoss is not connected: await boss.connect() first")
+            raise UsageError("GPUBoss is not connected: await boss.connect() first")
         return self._store
 
     @property
@@ -184,7 +190,9 @@ class GPUBoss:
 
     def _check_request(self, vram_mb: int, model_id: str, gpu: int | None) -> None:
         if not isinstance(vram_mb, int) or isinstance(vram_mb, bool) or vram_mb <= 0:
-            raise ValueError(f"vram_mb must be a positive integer (MB), not {vram_mb!r}")
+            raise InvalidArgument(
+                f"vram_mb must be a positive integer (MB), not {vram_mb!r}", model=model_id
+            )
         if gpu is not None and gpu not in self.capacities:
             known = ", ".join(map(str, sorted(self.capacities))) or "none"
             raise DeviceError(
@@ -241,7 +249,7 @@ class GPUBoss:
                 except TransportError:
                     if time.monotonic() >= deadline:
                         raise
-                    await asyncio.sleep(_TRANSPORT_RETRY_S)
+                    await asyncio.sleep(defaults.LEASE_TRANSPORT_RETRY_S)
                     continue
                 if result.outcome is AdmitOutcome.GRANTED:
                     queued = False
@@ -320,7 +328,7 @@ class GPUBoss:
         """Reap the leases of this host's dead owners; True if any was reaped."""
         reaped = False
         for holder in holders:
-            if not owner_alive(holder.pid, holder.start):
+            if not same_process(holder.pid, holder.start):
                 reaped |= await self.store.reap(holder.lease_id, holder.pid, holder.start)
         return reaped
 
