@@ -148,3 +148,21 @@ TORCH_CUDA_OVERHEAD_MB = 300
 GENERATE_MAX_TOKENS = 128
 #: Cache of the tiny test models (``mlsup.testing.tiny_models``) when ``MLSUP_TEST_CACHE`` is unset.
 TINY_MODELS_CACHE = "~/.cache/mlsup/tiny-models"
+
+# --- Managed models and feature runners (mlsup.kit.managed, mlsup.service) ----------------------
+
+#: How long unloading a managed model waits for calls still running on it in other threads
+#: before leaving the unload to them (seconds): the last call to finish unloads it, so weights
+#: are never freed under a running call, and an unload or shutdown never hangs on a stuck one.
+MANAGED_UNLOAD_WAIT_S = 30.0
+#: Deadline of one request to a feature runner built with ``mlsup.service.create_app``, model
+#: load on first use included (seconds); past it the runner answers 504.
+SERVICE_REQUEST_TIMEOUT_S = 300.0
+#: How long a request waits for the runner's startup (model preload) before a 503 (seconds).
+SERVICE_STARTUP_WAIT_S = 60.0
+#: ``Retry-After`` of a 503 answer (lease wait timed out, preempted, still loading), seconds.
+SERVICE_RETRY_AFTER_S = 5
+#: Host a feature runner binds when none is given: loopback, as the runners serve this machine.
+SERVICE_HOST = "127.0.0.1"
+#: How often an idle-shutdown runner checks whether its idle time is up (seconds).
+SERVICE_IDLE_CHECK_S = 0.5

@@ -5,6 +5,7 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
 
     MlsupError
     ├── ConfigError                 a configuration file, manifest entry or argument is invalid
+    │   └── InvalidRequest          a request to a feature runner is malformed (HTTP 422)
     ├── ProtocolError               a frame or control message is malformed, hostile or too big
     ├── TransportError              the peer could not be reached or did not answer
     │   ├── RequestTimeout          no reply within the call's deadline
@@ -23,7 +24,8 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
         ├── ModelOOM                the device ran out of memory while loading or running
         ├── WorkerCrashed           the worker process died (carries the exit code or signal)
         ├── Preempted               the model was asked to yield to a higher priority
-        └── ModelFailed             the model crashed too often and is parked until reloaded
+        ├── ModelFailed             the model crashed too often and is parked until reloaded
+        └── FallbackExhausted       every tier of a FallbackChain failed (carries each cause)
 
     BaseException
     └── Interrupt                   cooperative cancellation that must not be swallowed
@@ -47,7 +49,9 @@ __all__ = [
     "CapacityExceeded",
     "ConfigError",
     "DeviceError",
+    "FallbackExhausted",
     "Interrupt",
+    "InvalidRequest",
     "LeaseError",
     "LeaseLost",
     "LeaseNotHeld",
@@ -224,6 +228,30 @@ class ModelFailed(ModelError):
     """The model crashed too often and is parked; ``mlsup load MODEL`` resets it."""
 
 
+class InvalidRequest(ConfigError):
+    """A request to a feature runner (``mlsup.service``) is malformed; it answers 422 and
+    changes nothing."""
+
+
+class FallbackExhausted(ModelError):
+    """Every tier of a :class:`~mlsup.service.fallback.FallbackChain` failed for now.
+
+    ``causes`` lists ``(tier, error)`` in the order tried; the message names each. Retryable:
+    every cause was a "not now" error (a bad input fails at once, without falling back).
+    """
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        causes: list[tuple[str, BaseException]] | None = None,
+        **context: Any,
+    ) -> None:
+        super().__init__(message, **context)
+        self.causes: list[tuple[str, BaseException]] = list(causes or [])
+
+
 class Interrupt(BaseException):
     """Cooperative cancellation that an ``except Exception`` must not swallow."""
 
@@ -260,6 +288,8 @@ _BY_NAME: dict[str, type[MlsupError]] = {
         WorkerCrashed,
         Preempted,
         ModelFailed,
+        FallbackExhausted,
+        InvalidRequest,
     )
 }
 

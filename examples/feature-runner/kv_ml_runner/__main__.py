@@ -1,0 +1,7 @@
+"""``python -m kv_ml_runner``: serve the runner on the port its services.yaml declares."""
+
+from mlsup.service import serve
+
+from kv_ml_runner.service import app
+
+serve(app, feature="knowledge-verification", service="ml-runner")
