@@ -9,6 +9,7 @@ document's start command::
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from mlsup import defaults
@@ -48,6 +49,7 @@ def serve(
         from mlsup.service.registry import Registry
 
         port = Registry.load_all().port(feature, service)
+    _log_like_uvicorn(log_level)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
     runner = getattr(getattr(app, "state", None), "runner", None)
     if runner is not None:
@@ -59,3 +61,15 @@ def serve(
         raise SystemExit(f"{app.title}: startup failed: {type(error).__name__}: {error}")
     if not server.started:
         raise SystemExit(STARTUP_FAILURE)
+
+
+def _log_like_uvicorn(level: str) -> None:
+    """Let mlsup's own messages (idle shutdown, fallbacks, failed startup) reach the runner's
+    log next to uvicorn's, at the same level, unless the application configured logging."""
+    logger = logging.getLogger("mlsup")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())

@@ -63,7 +63,9 @@ def leases(redis_server: TestRedis, prefix: str) -> list[tuple[str, str, int]]:
 
 
 def boss_on(redis_server: TestRedis, prefix: str) -> GPUBoss:
-    return GPUBoss(redis_server.url, prefix)
+    """Another process's boss, with the runner's devices (the same [[devices]] as its manifest:
+    every process must agree on a GPU's capacity)."""
+    return GPUBoss(redis_server.url, prefix, [{"index": 0, "memory_mb": CAPACITY_MB}])
 
 
 async def test_health_loading_then_ok_chat_lease_and_sigterm(
