@@ -139,7 +139,16 @@ class ManagedModelLoader:
             if priority is None:
                 priority = source.priority if isinstance(source, ModelSpec) else Priority.NORMAL
             pending = asyncio.ensure_future(
-                self._load(key, source, scope, vram_mb, priority, gpu, timeout, options)
+                self._load(
+                    key,
+                    source,
+                    scope=scope,
+                    vram_mb=vram_mb,
+                    priority=priority,
+                    gpu=gpu,
+                    timeout=timeout,
+                    options=options,
+                )
             )
             self._loading[key] = pending
             pending.add_done_callback(lambda _: self._loading.pop(key, None))
@@ -149,23 +158,27 @@ class ManagedModelLoader:
     def _resolve(
         self, model: ModelSpec | str | Path | None, model_id: str | None
     ) -> tuple[str, ModelSpec | str | Path]:
-        """The model's id, and what to load: a spec from the manifest, or a path."""
+        """The model's id, and what to load: a spec from the manifest, or a path.
+
+        A bare name (``load("my-model")``, ``load(model_id="my-model")``) is a manifest id; a
+        path needs a loader of this managed loader's own and an explicit ``model_id``.
+        """
         if isinstance(model, ModelSpec):
             return model_id or model.id, model
-        if self._template is None or model is None:
-            name = model_id if model is None else str(model)
-            if name is None:
+        if model is None or model_id is None:
+            if isinstance(model, Path):
+                raise ValueError(f"model_id is required to load {model} by path")
+            name = model_id if model is None else model
+            if not name:
                 raise ValueError("name the model: load('my-model') or load(model_id='my-model')")
-            if model_id is not None and model is not None and model_id != name:
-                raise ConfigError(
-                    f"this managed loader has no loader of its own, so {model!r} must be a "
-                    "model id of the manifest; give ManagedModelLoader(boss, loader) to load "
-                    "files by path",
-                    model=model_id,
-                )
             return name, self.manifest.model(name)
-        if model_id is None:
-            raise ValueError(f"model_id is required to load {model!r} by path")
+        if self._template is None:
+            raise ConfigError(
+                f"this managed loader has no loader of its own, so it cannot load {model!r} "
+                f"as {model_id!r}: name a model of the manifest, or give "
+                "ManagedModelLoader(boss, loader) to load files by path",
+                model=model_id,
+            )
         return model_id, model
 
     def _new_loader(self, source: ModelSpec | str | Path) -> ModelLoader:
@@ -183,6 +196,7 @@ class ManagedModelLoader:
         self,
         key: _Key,
         source: ModelSpec | str | Path,
+        *,
         scope: GPULease | None,
         vram_mb: int | None,
         priority: Priority | str,

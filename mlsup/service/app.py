@@ -161,7 +161,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        return _json(exc.status_code, "HTTPError", str(exc.detail), exc.headers)
+        return _json(exc.status_code, "HTTPError", str(exc.detail), dict(exc.headers or {}))
 
     async def served_error(request: Request, exc: Exception) -> JSONResponse:
         reply = error_reply(exc)

@@ -122,7 +122,9 @@ def model_loaded(service: Any) -> bool:
     return bool(getattr(model, "loaded", True))
 
 
-def health(phase: RunnerPhase, service: Any, error: BaseException | None) -> tuple[int, dict[str, Any]]:
+def health(
+    phase: RunnerPhase, service: Any, error: BaseException | None
+) -> tuple[int, dict[str, Any]]:
     """``GET /health``'s status and body: 200 once started (``model_loaded`` tells whether the
     model is loaded now or will load on use), 503 while starting, stopping or failed."""
     if phase is RunnerPhase.READY:

@@ -174,7 +174,7 @@ class FallbackChain(Generic[T]):
         async def invoke() -> T:
             result = call(*args, **kwargs)
             if inspect.isawaitable(result):
-                return await result  # type: ignore[no-any-return]
+                return await result
             return result
 
         if self.tier_timeout_s is None:

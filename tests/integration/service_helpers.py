@@ -78,7 +78,9 @@ def wait_listening(proc: subprocess.Popen[str], url: str, timeout: float = 120.0
             time.sleep(0.05)
 
 
-def wait_health(proc: subprocess.Popen[str], base: str, status: int, timeout: float = 120.0) -> dict:
+def wait_health(
+    proc: subprocess.Popen[str], base: str, status: int, timeout: float = 120.0
+) -> dict:
     """Poll ``/health`` until it answers ``status``; returns its body."""
     deadline = time.monotonic() + timeout
     while True:
