@@ -148,3 +148,20 @@ TORCH_CUDA_OVERHEAD_MB = 300
 GENERATE_MAX_TOKENS = 128
 #: Cache of the tiny test models (``mlsup.testing.tiny_models``) when ``MLSUP_TEST_CACHE`` is unset.
 TINY_MODELS_CACHE = "~/.cache/mlsup/tiny-models"
+
+# --- Service registry (services.yaml) ----------------------------------------------------------
+
+#: The file each feature declares its services in, found anywhere under the services root.
+SERVICES_FILE_NAME = "services.yaml"
+#: Largest services.yaml read (bytes): a real one is a few hundred bytes; this bounds hostile ones.
+SERVICES_FILE_MAX_BYTES = 1 << 20
+#: Most YAML nodes one services.yaml may expand to, counting every use of an anchor: bounds an
+#: alias bomb ("billion laughs") that a small file can hide, far above any real file.
+SERVICES_FILE_MAX_NODES = 100_000
+#: Deadline of one ``GET /health`` probe by ``mlsup services`` (seconds): a runner on this host
+#: answers in milliseconds; anything slower is reported as down rather than stalling the listing.
+SERVICE_HEALTH_TIMEOUT_S = 1.0
+#: Host that service URLs name: runners listen on loopback (the seed's Pattern 4 uses localhost).
+SERVICE_HOST = "127.0.0.1"
+#: Dependencies every workstation provides besides the registry's own ``<feature>.<service>``s.
+KNOWN_INFRASTRUCTURE = ("infrastructure.redis",)

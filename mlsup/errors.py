@@ -5,6 +5,7 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
 
     MlsupError
     ├── ConfigError                 a configuration file, manifest entry or argument is invalid
+    │   └── ServiceNotFound         no such feature or service in the services.yaml registry
     ├── ProtocolError               a frame or control message is malformed, hostile or too big
     ├── TransportError              the peer could not be reached or did not answer
     │   ├── RequestTimeout          no reply within the call's deadline
@@ -63,6 +64,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RequestTimeout",
+    "ServiceNotFound",
     "ShutdownRequested",
     "SupervisorUnavailable",
     "TransportError",
@@ -224,6 +226,14 @@ class ModelFailed(ModelError):
     """The model crashed too often and is parked; ``mlsup load MODEL`` resets it."""
 
 
+class ServiceNotFound(ConfigError):
+    """No feature, or no service of a feature, of that id in the services registry.
+
+    The message lists the known ids and the root that was searched; context names
+    ``feature`` and ``service``.
+    """
+
+
 class Interrupt(BaseException):
     """Cooperative cancellation that an ``except Exception`` must not swallow."""
 
@@ -260,6 +270,7 @@ _BY_NAME: dict[str, type[MlsupError]] = {
         WorkerCrashed,
         Preempted,
         ModelFailed,
+        ServiceNotFound,
     )
 }
 

@@ -1,0 +1,1 @@
+from mlsup.service.registry import Registry as Registry
