@@ -12,8 +12,8 @@ so each rule is tested with plain data:
   (another user's) or the service declares no entrypoint, the port is the service's only if its
   ``GET /health`` answers as a service does (200 or 503 with a JSON ``status``).
 - **missing-entrypoint**: a service declares no entrypoint, or one that does not exist.
-- **unknown-dependency**: a dependency names neither ``<feature>.<service>`` of the registry nor
-  known infrastructure (``infrastructure.redis``).
+- **unknown-dependency**: a dependency names neither ``<feature>.<service>`` (or a named port,
+  ``<feature>.<ports key>``) of the registry nor known infrastructure (``infrastructure.redis``).
 """
 
 from __future__ import annotations
@@ -257,13 +257,17 @@ def missing_entrypoints(registry: Registry, observation: Observation) -> list[Pr
 def unknown_dependencies(registry: Registry) -> list[Problem]:
     """Dependencies naming neither a ``<feature>.<service>`` of the registry nor infrastructure."""
     known = set(KNOWN_INFRASTRUCTURE) | {f"{f.id}.{s.id}" for f, s in registry.services()}
+    # A named port (feature.ports.api) is an endpoint the feature declares, often a process
+    # that is not listed as a service (the seed's TypeScript api): depending on it is sound.
+    known |= {f"{f.id}.{name}" for f in registry.features.values() for name in f.ports}
     problems = []
     for feature, service in registry.services():
         for dependency in service.dependencies:
             if dependency not in known:
                 message = (
                     f"{feature.id}.{service.id} ({feature.source}) depends on {dependency!r}, "
-                    f"which is no known service; write <feature>.<service> or one of "
+                    f"which is no known service; write <feature>.<service>, "
+                    f"<feature>.<named port> or one of "
                     f"{', '.join(KNOWN_INFRASTRUCTURE)}"
                 )
                 problems.append(

@@ -199,11 +199,15 @@ def _print_table(rows: Sequence[dict[str, Any]]) -> None:
     from rich.text import Text
 
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for heading in ("FEATURE", "SERVICE", "TYPE", "PORT", "GPU", "HEALTH", "DEPENDENCIES"):
-        table.add_column(heading, overflow="fold")
+    for heading in ("FEATURE", "SERVICE"):
+        table.add_column(heading, no_wrap=True)
+    for heading in ("TYPE", "PORT", "GPU", "HEALTH", "DEPENDENCIES"):
+        table.add_column(heading)
     for row in rows:
         health = Health(row["health"])
-        detail = f" ({row['health_detail']})" if row["health_detail"] else ""
+        # Why a service is down is in --json; here only what qualifies an answer.
+        shown = health is not Health.DOWN and row["health_detail"]
+        detail = f" ({row['health_detail']})" if shown else ""
         # Text, not markup: details and dependencies come from files and sockets.
         cells = [
             row["feature"],
@@ -215,6 +219,6 @@ def _print_table(rows: Sequence[dict[str, Any]]) -> None:
         table.add_row(
             *(Text(cell) for cell in cells),
             Text.assemble((health.value, _HEALTH_STYLE[health]), detail),
-            Text(", ".join(row["dependencies"]) or "-"),
+            Text("\n".join(row["dependencies"]) or "-"),
         )
     Console().print(table)

@@ -127,6 +127,8 @@ def load_services_file(path: str | os.PathLike[str]) -> Feature:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise _error(source, None, f"is not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise _error(source, None, "is nested too deeply to be a services file") from None
     return parse_services(data, source=source, base_dir=file.parent)
 
 

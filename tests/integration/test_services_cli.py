@@ -110,7 +110,9 @@ def test_listing_shows_each_services_live_health(tree: Path) -> None:
     assert "FEATURE" in lines and "PORT" in lines["FEATURE"] and "HEALTH" in lines["FEATURE"]
     assert " ok (model_loaded=true)" in lines["ready"]
     assert " loading " in lines["warming"] and " down " in lines["stopped"]
-    assert "ready.ml-runner" in lines["warming"]
+    # One dependency per line, under the service's row.
+    assert "infrastructure.redis" in lines["warming"]
+    assert "ready.ml-runner" in table.stdout.split(lines["warming"], 1)[1].splitlines()[1]
 
 
 def test_check_passes_on_a_sound_tree(tree: Path) -> None:

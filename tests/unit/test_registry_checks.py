@@ -101,8 +101,15 @@ def test_a_port_contradicting_feature_ports_is_reported() -> None:
 
 def test_dependencies_must_name_a_service_or_known_infrastructure() -> None:
     reg = registry(
-        feature("a", {"id": "runner", "dependencies": ["infrastructure.redis", "b.api"]}),
-        feature("b", {"id": "api", "dependencies": ["a.runner", "a.nope", "postgres"]}),
+        feature(
+            "a",
+            {"id": "runner", "dependencies": ["infrastructure.redis", "b.api", "b.web"]},
+        ),
+        feature(
+            "b",
+            {"id": "api", "dependencies": ["a.runner", "a.nope", "postgres"]},
+            ports={"web": 3000},  # a named port is an endpoint of the feature
+        ),
     )
     problems = unknown_dependencies(reg)
     assert [(p.feature, p.service) for p in problems] == [("b", "api"), ("b", "api")]

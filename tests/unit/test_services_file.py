@@ -183,6 +183,11 @@ def test_a_yaml_alias_bomb_is_rejected_before_it_is_walked(tmp_path: Path) -> No
         load_services_file(write(tmp_path, bomb))
 
 
+def test_absurd_nesting_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_services_file(write(tmp_path, "feature: " + "[" * 50_000 + "]" * 50_000 + "\n"))
+
+
 def test_an_oversized_file_is_rejected_unread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
