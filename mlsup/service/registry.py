@@ -89,6 +89,21 @@ class Registry:
         files = find_services_files(directory)
         return cls((load_services_file(f) for f in files), root=str(directory))
 
+    @classmethod
+    def load_nearest(cls, start: str | os.PathLike[str] | None = None) -> Registry:
+        """The ``services.yaml`` in ``start`` (default: the working directory) or its nearest
+        parent: what a runner started from its entrypoint declares about itself, read without
+        searching (or depending on) every other feature under the root."""
+        here = Path(start if start is not None else Path.cwd()).absolute()
+        for directory in (here, *here.parents):
+            candidate = directory / SERVICES_FILE_NAME
+            if candidate.is_file():
+                return cls([load_services_file(candidate)], root=str(directory))
+        raise ConfigError(
+            f"no {SERVICES_FILE_NAME} in {here} or any directory above it",
+            root=str(here),
+        )
+
     def get(self, feature_id: str) -> Feature:
         """The feature of that id; ServiceNotFound listing the known ids otherwise."""
         try:

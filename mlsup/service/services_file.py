@@ -32,6 +32,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -114,13 +115,19 @@ def load_services_file(path: str | os.PathLike[str]) -> Feature:
 
     file = Path(path)
     source = str(file)
+    limit = SERVICES_FILE_MAX_BYTES
     try:
-        size = file.stat().st_size
-        if size > SERVICES_FILE_MAX_BYTES:
-            raise _error(source, None, f"is {size} bytes; the limit is {SERVICES_FILE_MAX_BYTES}")
-        text = file.read_text(encoding="utf-8")
+        # A FIFO or device named services.yaml would block or never end: regular files only.
+        if not stat.S_ISREG(file.stat().st_mode):
+            raise _error(source, None, "is not a regular file")
+        with file.open("rb") as stream:
+            raw = stream.read(limit + 1)
     except OSError as exc:
         raise _error(source, None, f"cannot be read: {exc.strerror}") from exc
+    if len(raw) > limit:
+        raise _error(source, None, f"is larger than {limit} bytes, the limit")
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _error(source, None, f"is not UTF-8 text ({exc.reason})") from exc
     try:

@@ -172,3 +172,16 @@ def test_no_configuration_at_all_names_every_way_to_give_a_root(
         Registry.load_all()
     for way in ("MLSUP_SERVICES_ROOT", "services_root", "--root"):
         assert way in caught.value.message
+
+
+def test_load_nearest_reads_the_file_above_a_runners_directory(tmp_path: Path) -> None:
+    declare(tmp_path / "code" / "kv", "kv", "{id: ml-runner, port: 41234, entrypoint: ml-runner}")
+    declare(tmp_path / "code" / "other", "other", "{id: x, port: bad}")  # never read
+    runner = tmp_path / "code" / "kv" / "ml-runner" / "src"
+    runner.mkdir(parents=True)
+    registry = Registry.load_nearest(runner)
+    assert list(registry.features) == ["kv"]
+    assert registry.url("kv", "ml-runner") == "http://127.0.0.1:41234"
+    assert registry.root == str(tmp_path / "code" / "kv")
+    with pytest.raises(ConfigError, match=r"no services\.yaml in"):
+        Registry.load_nearest(tmp_path)

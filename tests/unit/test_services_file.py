@@ -175,6 +175,14 @@ def test_an_unreadable_or_non_utf8_file_is_a_config_error(tmp_path: Path) -> Non
     assert caught.value.context["file"] == str(path)
 
 
+def test_a_fifo_named_services_yaml_is_refused_without_blocking(tmp_path: Path) -> None:
+    path = tmp_path / "services.yaml"
+    os.mkfifo(path)
+    with pytest.raises(ConfigError, match="not a regular file") as caught:
+        load_services_file(path)
+    assert caught.value.context["file"] == str(path)
+
+
 def test_a_yaml_alias_bomb_is_rejected_before_it_is_walked(tmp_path: Path) -> None:
     levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
@@ -193,7 +201,7 @@ def test_an_oversized_file_is_rejected_unread(
 ) -> None:
     monkeypatch.setattr(services_file, "SERVICES_FILE_MAX_BYTES", 64)
     path = write(tmp_path, SEED)
-    with pytest.raises(ConfigError, match="the limit is 64") as caught:
+    with pytest.raises(ConfigError, match="larger than 64 bytes") as caught:
         load_services_file(path)
     assert caught.value.context["file"] == str(path)
 
