@@ -185,3 +185,16 @@ def test_load_nearest_reads_the_file_above_a_runners_directory(tmp_path: Path) -
     assert registry.root == str(tmp_path / "code" / "kv")
     with pytest.raises(ConfigError, match=r"no services\.yaml in"):
         Registry.load_nearest(tmp_path)
+
+
+def test_the_supervisors_manifest_accepts_services_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seam with the manifest's schema: one mlsup.toml serves `mlsup start` and the registry."""
+    from mlsup.kit.manifest import load_manifest
+
+    monkeypatch.delenv("MLSUP_SERVICES_ROOT", raising=False)
+    config = tmp_path / "mlsup.toml"
+    config.write_text('services_root = "code"\n[models.m]\nloader = "gguf"\npath = "m.gguf"\n')
+    assert list(load_manifest(config).models) == ["m"]
+    assert services_root(config) == tmp_path / "code"
