@@ -213,13 +213,7 @@ def services_root(config: str | os.PathLike[str] | None = None) -> Path:
     )
     if not file.exists():
         raise ConfigError(f"no services root: {file} does not exist; {hint}", file=str(file))
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {file}: {exc.strerror}", file=str(file)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file} is not valid TOML: {exc}", file=str(file)) from exc
-    value = data.get(SERVICES_ROOT_KEY)
+    value = _configured_root(file)
     if value is None:
         raise ConfigError(
             f"no services root: {file} has no {SERVICES_ROOT_KEY}; {hint}",
@@ -233,3 +227,19 @@ def services_root(config: str | os.PathLike[str] | None = None) -> Path:
             field=SERVICES_ROOT_KEY,
         )
     return file.absolute().parent / Path(value).expanduser()
+
+
+def _configured_root(file: Path) -> object:
+    """The raw ``services_root`` of ``file`` (None when absent).
+
+    The one place the registry reads mlsup.toml: the supervisor's manifest carries the key
+    opaquely (``Manifest.services_root``) once its schema names it; this function can then
+    become ``load_manifest(file).services_root``.
+    """
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}", file=str(file)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file} is not valid TOML: {exc}", file=str(file)) from exc
+    return data.get(SERVICES_ROOT_KEY)
