@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mlsup.service import Registry
+from mlsup.service.registry import Registry
 from mlsup.service.registry_checks import (
     Health,
     HealthReport,

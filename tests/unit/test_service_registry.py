@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlsup.errors import ConfigError, ServiceNotFound
-from mlsup.service import Registry
-from mlsup.service.registry import find_services_files, services_root
+from mlsup.service.registry import Registry, find_services_files, services_root
 
 
 def declare(directory: Path, feature: str, *services: str) -> Path:
