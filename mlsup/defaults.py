@@ -149,6 +149,23 @@ GENERATE_MAX_TOKENS = 128
 #: Cache of the tiny test models (``mlsup.testing.tiny_models``) when ``MLSUP_TEST_CACHE`` is unset.
 TINY_MODELS_CACHE = "~/.cache/mlsup/tiny-models"
 
+# --- Service registry (services.yaml) ----------------------------------------------------------
+
+#: The file each feature declares its services in, found anywhere under the services root.
+SERVICES_FILE_NAME = "services.yaml"
+#: Largest services.yaml read (bytes): a real one is a few hundred bytes; this bounds hostile ones.
+SERVICES_FILE_MAX_BYTES = 1 << 20
+#: Most YAML nodes one services.yaml may expand to, counting every use of an anchor: bounds an
+#: alias bomb ("billion laughs") that a small file can hide, far above any real file.
+SERVICES_FILE_MAX_NODES = 100_000
+#: Deadline of one ``GET /health`` probe by ``mlsup services`` (seconds): a runner on this host
+#: answers in milliseconds; anything slower is reported as down rather than stalling the listing.
+SERVICE_HEALTH_TIMEOUT_S = 1.0
+#: Host that service URLs name: runners listen on loopback (the seed's Pattern 4 uses localhost).
+SERVICE_HOST = "127.0.0.1"
+#: Dependencies every workstation provides besides the registry's own ``<feature>.<service>``s.
+KNOWN_INFRASTRUCTURE = ("infrastructure.redis",)
+
 # --- Managed models and feature runners (mlsup.kit.managed, mlsup.service) ----------------------
 
 #: How long unloading a managed model waits for calls still running on it in other threads
@@ -162,7 +179,5 @@ SERVICE_REQUEST_TIMEOUT_S = 300.0
 SERVICE_STARTUP_WAIT_S = 60.0
 #: ``Retry-After`` of a 503 answer (lease wait timed out, preempted, still loading), seconds.
 SERVICE_RETRY_AFTER_S = 5
-#: Host a feature runner binds when none is given: loopback, as the runners serve this machine.
-SERVICE_HOST = "127.0.0.1"
 #: How often an idle-shutdown runner checks whether its idle time is up (seconds).
 SERVICE_IDLE_CHECK_S = 0.5

@@ -5,7 +5,8 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
 
     MlsupError
     ├── ConfigError                 a configuration file, manifest entry or argument is invalid
-    │   └── InvalidRequest          a request to a feature runner is malformed (HTTP 422)
+    │   ├── InvalidRequest          a request to a feature runner is malformed (HTTP 422)
+    │   └── ServiceNotFound         no such feature or service in the services.yaml registry
     ├── ProtocolError               a frame or control message is malformed, hostile or too big
     ├── TransportError              the peer could not be reached or did not answer
     │   ├── RequestTimeout          no reply within the call's deadline
@@ -67,6 +68,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RequestTimeout",
+    "ServiceNotFound",
     "ShutdownRequested",
     "SupervisorUnavailable",
     "TransportError",
@@ -252,6 +254,14 @@ class FallbackExhausted(ModelError):
         self.causes: list[tuple[str, BaseException]] = list(causes or [])
 
 
+class ServiceNotFound(ConfigError):
+    """No feature, or no service of a feature, of that id in the services registry.
+
+    The message lists the known ids and the root that was searched; context names
+    ``feature`` and ``service``.
+    """
+
+
 class Interrupt(BaseException):
     """Cooperative cancellation that an ``except Exception`` must not swallow."""
 
@@ -290,6 +300,7 @@ _BY_NAME: dict[str, type[MlsupError]] = {
         ModelFailed,
         FallbackExhausted,
         InvalidRequest,
+        ServiceNotFound,
     )
 }
 

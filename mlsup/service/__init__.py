@@ -3,6 +3,7 @@
 - :func:`create_app`, :class:`GPULifespanManager`, :func:`serve`: a FastAPI runner with
   ``/health``, ``/chat``, JSON errors, CORS and idle shutdown, on its ``services.yaml`` port.
 - :class:`FallbackChain`: named tiers tried in order when one cannot serve now.
+- :class:`Registry`: every feature's ``services.yaml``, service ports and URLs.
 
 Names are imported on first use, so ``import mlsup.service`` imports neither FastAPI nor
 uvicorn (install them with ``pip install 'mlsup[service]'``).
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from mlsup.service.app_lifespan import GPULifespanManager
     from mlsup.service.app_serve import serve
     from mlsup.service.fallback import FallbackChain, FallbackResult, TierFailure
+    from mlsup.service.registry import Registry
 
 #: Public name -> module that defines it.
 _LAZY = {
@@ -27,12 +29,14 @@ _LAZY = {
     "FallbackChain": "mlsup.service.fallback",
     "FallbackResult": "mlsup.service.fallback",
     "TierFailure": "mlsup.service.fallback",
+    "Registry": "mlsup.service.registry",
 }
 
 __all__ = [
     "FallbackChain",
     "FallbackResult",
     "GPULifespanManager",
+    "Registry",
     "TierFailure",
     "create_app",
     "serve",
