@@ -40,13 +40,16 @@ def free_port() -> int:
         return port
 
 
-def start_runner(config: Path, port: int, **env: str) -> subprocess.Popen[str]:
-    """The example runner (``kv_ml_runner``) served on ``port`` by mlsup.service.serve."""
+def start_runner(config: Path, port: int | None, **env: str) -> subprocess.Popen[str]:
+    """The example runner (``kv_ml_runner``) served on ``port`` by mlsup.service.serve; with
+    ``port=None``, started as the seed says (``python -m kv_ml_runner``), on the port of its
+    services.yaml under ``$MLSUP_SERVICES_ROOT``."""
     code = (
         "from mlsup.service import serve\n"
         "from kv_ml_runner.service import app\n"
         f"serve(app, port={port})\n"
     )
+    command = ["-m", "kv_ml_runner"] if port is None else ["-c", code]
     environment = {
         **os.environ,
         "MLSUP_CONFIG": str(config),
@@ -55,7 +58,8 @@ def start_runner(config: Path, port: int, **env: str) -> subprocess.Popen[str]:
     }
     environment.pop("MLSUP_REDIS_URL", None)
     return subprocess.Popen(
-        [sys.executable, "-c", code],
+        [sys.executable, *command],
+        cwd=FEATURE_RUNNER,
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -97,6 +97,21 @@ async def test_health_loading_then_ok_chat_lease_and_sigterm(
     assert leases(redis_server, redis_prefix) == []
 
 
+def test_python_dash_m_serves_on_the_port_its_services_yaml_declares(
+    config: Path, port: int, runners: list, tmp_path: Path
+) -> None:
+    root = tmp_path / "features" / "knowledge-verification"
+    root.mkdir(parents=True)
+    declared = (FEATURE_RUNNER / "services.yaml").read_text().replace("41234", str(port))
+    (root / "services.yaml").write_text(declared)
+    proc = start_runner(config, None, MLSUP_SERVICES_ROOT=str(tmp_path / "features"))
+    runners.append(proc)
+    base = f"http://127.0.0.1:{port}"
+    assert wait_health(proc, base, 200) == {"status": "ok", "model_loaded": True}
+    answer = httpx.post(f"{base}/chat", json=HELLO, timeout=120)
+    assert answer.status_code == 200 and answer.json()["content"].strip(), answer.text
+
+
 async def test_a_killed_runners_lease_is_reclaimed_at_once_by_the_next_acquirer(
     config: Path, port: int, runners: list, redis_server: TestRedis, redis_prefix: str
 ) -> None:
