@@ -1,52 +1,24 @@
-"""The seed document's Pattern 1, "Python ML Service (Recommended)", as written.
+"""The seed document's Pattern 1, "Python ML Service (Recommended)", run once as a script.
 
-Only the import lines differ (mlsup's modules). Run it with a manifest that declares
-``my-model`` (``MLSUP_CONFIG=examples/mlsup.toml``): ``python examples/pattern1_service.py``
-starts the service, answers one question through ``infer`` and shuts down; the app itself is
-served by ``examples/feature-runner`` (``python -m kv_ml_runner``).
+Pattern 1 as written (only its imports changed to mlsup's) is the example feature runner's
+service: ``examples/feature-runner/kv_ml_runner/service.py``, served by
+``python -m kv_ml_runner``. This script uses that very class without HTTP: it starts the
+service (preloading ``my-model`` under an 8000 MB lease), answers one question through
+``infer`` and shuts down. Run it with a manifest that declares ``my-model``:
+``MLSUP_CONFIG=examples/mlsup.toml python examples/pattern1_service.py``.
 """
 
 import asyncio
+import sys
+from pathlib import Path
 
-from mlsup.kit import GPUBoss, ManagedModelLoader, Priority
-from mlsup.service import GPULifespanManager, create_app
+sys.path.insert(0, str(Path(__file__).parent / "feature-runner"))
 
-# --- Pattern 1, as written -------------------------------------------------------------------
-
-
-class MyMLService:
-    def __init__(self):
-        self.boss = GPUBoss()
-        self.loader = ManagedModelLoader(boss=self.boss)
-        self.model = None
-
-    async def startup(self):
-        await self.boss.connect()
-        # Optionally preload model
-        self.model = await self.loader.load(
-            model_id="my-model",
-            vram_mb=8000,
-            priority=Priority.NORMAL
-        )
-
-    async def infer(self, input: str) -> str:
-        # Model already loaded with lease
-        return await self.model.chat([{"role": "user", "content": input}])
-
-    async def shutdown(self):
-        await self.loader.unload_all()
-        await self.boss.close()
-
-# FastAPI app with GPU lifespan management
-app = create_app(
-    title="My ML Service",
-    lifespan=GPULifespanManager(MyMLService)
-)
-
-# --- end of Pattern 1 ------------------------------------------------------------------------
+from kv_ml_runner.service import MyMLService, app  # noqa: E402 - after the path above
 
 
 async def main() -> None:
+    print("app:", app.title)
     service = MyMLService()
     await service.startup()
     try:

@@ -1,4 +1,4 @@
-"""The runner's service: Pattern 1 of the seed document, with mlsup's imports.
+"""The runner's service: Pattern 1 of the seed document as written, with mlsup's imports.
 
 ``MLSUP_CONFIG`` names the manifest that declares ``my-model``; the Redis comes from it, from
 ``MLSUP_REDIS_URL``, or from a running ``mlsup start``. ``KV_IDLE_SHUTDOWN_S`` (optional) stops
