@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mlsup import defaults
 from mlsup.errors import MlsupError
+from mlsup.kit.managed_model import in_thread
 from mlsup.service.app_lifespan import GPULifespanManager, RunnerState
 from mlsup.service.app_logic import (
     ChatRequest,
@@ -118,15 +119,35 @@ def create_app(
         if unavailable is not None:
             return unavailable
         call, args, kwargs = chat_call(request.app.state.service, body)
-        result = await asyncio.wait_for(_call(call, args, kwargs), request_timeout_s)
+        result = await _within(runner, _call(call, args, kwargs), request_timeout_s)
         return {"content": result if isinstance(result, str) else str(result)}
 
     return app
 
 
 async def _call(call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    result = call(*args, **kwargs)
+    """A coroutine function is awaited; a plain one (it may block, as a model call does) runs
+    in a worker thread, so that the loop keeps serving /health and renewing leases."""
+    if inspect.iscoroutinefunction(call):
+        return await call(*args, **kwargs)
+    result = await in_thread(call, *args, **kwargs)
     return await result if inspect.isawaitable(result) else result
+
+
+async def _within(runner: RunnerState, work: Coroutine[Any, Any, Any], timeout_s: float) -> Any:
+    """``await work`` for at most ``timeout_s`` seconds, then :class:`TimeoutError`. Unlike
+    ``wait_for`` it does not wait for a cancelled call to end (a model call in a thread ends
+    only when it ends): the runner keeps the call until then."""
+    call = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({call}, timeout=timeout_s)
+    except asyncio.CancelledError:  # the client went away
+        runner.abandon(call)
+        raise
+    if not done:
+        runner.abandon(call)
+        raise TimeoutError(f"the call did not finish within {timeout_s:g} s; retry later")
+    return call.result()
 
 
 async def _wait_started(runner: RunnerState, wait_s: float) -> JSONResponse | None:

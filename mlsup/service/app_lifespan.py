@@ -41,7 +41,16 @@ class RunnerState:
         self.last_activity = 0.0
         self.in_flight = 0
         self.stop_server: Callable[[], None] = _sigterm_self
+        #: Calls abandoned past their deadline (a thread cannot be stopped): awaited before
+        #: the service shuts down, so nothing is freed under them.
+        self.abandoned: set[asyncio.Future[Any]] = set()
         self._ready: asyncio.Event | None = None
+
+    def abandon(self, call: asyncio.Future[Any]) -> None:
+        """Stop waiting for ``call`` (cancelled), but keep it until it ends."""
+        call.cancel()
+        self.abandoned.add(call)
+        call.add_done_callback(self.abandoned.discard)
 
     @property
     def ready(self) -> asyncio.Event:
@@ -61,6 +70,12 @@ class RunnerState:
 
 
 def _sigterm_self() -> None:
+    # Servers (uvicorn, hypercorn, gunicorn workers) handle SIGTERM as "shut down gracefully".
+    # Without a handler (a test client, say) the signal would kill the process: stay up, and
+    # let /health say why.
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        _log.warning("no server handles SIGTERM here: not stopping; /health reports the state")
+        return
     signal.raise_signal(signal.SIGTERM)
 
 
@@ -93,7 +108,7 @@ class GPULifespanManager:
             if not startup.done():
                 startup.cancel()
             # _start handles its own errors; a cancellation ends it here.
-            await asyncio.gather(startup, return_exceptions=True)
+            await asyncio.gather(startup, *runner.abandoned, return_exceptions=True)
             if not stopped.is_set():
                 await _maybe_await(getattr(service, "shutdown", None))
 
