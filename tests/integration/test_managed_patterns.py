@@ -21,6 +21,8 @@ from mlsup.kit.manifest import CONFIG_ENV
 from mlsup.testing.redis import TestRedis
 from mlsup.testing.tiny_models import smollm2_gguf
 
+from .conftest import BossFactory
+
 HELLO = [{"role": "user", "content": "Say hello in one word."}]
 GEN = {"max_tokens": 8, "temperature": 0.0}
 
@@ -283,3 +285,31 @@ async def test_embedded_llm_loader_loads_validated_under_the_lease(config: Path)
     finally:
         await loader.unload_all()
         await boss.close()
+
+
+async def test_preemption_never_frees_weights_under_a_running_call(
+    make_boss: BossFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    low_boss, high_boss = make_boss(), make_boss()
+    loader = ManagedModelLoader(low_boss, GateLoader())
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"x")
+    model = await loader.load(path, model_id="low", vram_mb=900, priority=Priority.LOW, gpu=0)
+    gate_model: GateModel = model.model
+    call = asyncio.create_task(model.run({"x": 1}))
+    try:
+        await asyncio.to_thread(gate_model.started.wait, 60)
+        # HIGH needs the GPU; LOW cannot yield while its call runs, so its grace period runs
+        # out, Redis revokes its lease, and HIGH gets the VRAM.
+        high = await high_boss.acquire(500, "high", priority=Priority.HIGH, gpu=0, timeout=10)
+        assert high.held and model.state is ManagedModelState.PREEMPTED
+        assert model.loader.running_at_unload == []  # type: ignore[attr-defined]
+        assert "still running" in caplog.text
+        gate_model.gate.set()
+        assert await call == {"x": 1}  # the call finished on intact weights
+        await loader.unload_all()  # waits for the unload the last call left to do
+        assert model.loader.running_at_unload == [0]  # type: ignore[attr-defined]
+    finally:
+        gate_model.gate.set()
+        await asyncio.gather(call, return_exceptions=True)
+        await loader.unload_all()
