@@ -126,7 +126,9 @@ class ManagedModelLoader:
         (:class:`LeaseTimeout`, :class:`CapacityExceeded`) and load errors
         (:class:`ModelLoadError`, :class:`ModelOOM`, :class:`ModelNotFound` naming the
         manifest) propagate; whatever failed, no lease is left behind. A model loaded already
-        is returned as it is.
+        is returned as it is. Inside ``async with boss.acquire(...)`` of the same task, the
+        model loads under that block's lease (its own copy, even when it is also loaded
+        outside the block) and its unload leaves the lease to the block.
         """
         model_id, source = self._resolve(model, model_id)
         scope = scope_lease(self.boss)
