@@ -123,13 +123,20 @@ class Problem:
 
 
 def classify_health(status: int | None, body: bytes = b"", error: str = "") -> HealthReport:
-    """The verdict on one ``GET /health``: ``status`` None means no HTTP answer (``error``)."""
+    """The verdict on one ``GET /health``: ``status`` None means no HTTP answer (``error``).
+
+    503 is loading (the service base answers it while its startup runs); 200 with a JSON
+    object holding ``status`` is ok, or loading when that status says so; anything else
+    answered, but not as a service's health endpoint does.
+    """
     if status is None:
         return HealthReport(Health.DOWN, error)
     if status == 503:
         return HealthReport(Health.LOADING, "HTTP 503")
     document = _json_object(body)
     if status == 200 and document is not None and "status" in document:
+        if document["status"] == "loading":
+            return HealthReport(Health.LOADING, "status loading")
         loaded = document.get("model_loaded")
         detail = "" if not isinstance(loaded, bool) else f"model_loaded={str(loaded).lower()}"
         return HealthReport(Health.OK, detail)

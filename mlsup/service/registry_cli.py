@@ -99,6 +99,7 @@ def service_rows(registry: Registry, observation: Observation) -> list[dict[str,
         rows.append(
             {
                 "feature": feature.id,
+                "feature_name": feature.name,
                 "service": service.id,
                 "name": service.title,
                 "type": service.type or None,

@@ -101,6 +101,9 @@ def test_listing_shows_each_services_live_health(tree: Path) -> None:
     ready = rows["ready"]
     assert ready["url"] == f"http://127.0.0.1:{ready['port']}"
     assert ready["gpu"] is True and ready["type"] == "ml"
+    assert (ready["feature_name"], ready["name"]) == ("Ready", "ready runner")
+    assert ready["start_command"] == "python -m runner"
+    assert ready["source"] == str(tree / "ready" / "services.yaml")
     assert ready["entrypoint"] == str(tree / "ready" / "ml-runner")
     assert rows["warming"]["dependencies"] == ["infrastructure.redis", "ready.ml-runner"]
 

@@ -49,6 +49,7 @@ def feature(
         (200, b'{"status": "ok"}', "", Health.OK, ""),
         (503, b'{"status": "loading", "model_loaded": false}', "", Health.LOADING, "HTTP 503"),
         (503, b"", "", Health.LOADING, "HTTP 503"),
+        (200, b'{"status": "loading"}', "", Health.LOADING, "status loading"),
         (None, b"", "connection refused", Health.DOWN, "connection refused"),
         (404, b"<html>not found</html>", "", Health.UNEXPECTED, "HTTP 404"),
         (500, b'{"status": "error"}', "", Health.UNEXPECTED, "HTTP 500"),
