@@ -15,7 +15,7 @@ from typing import Any
 from mlsup import defaults
 from mlsup.errors import ConfigError
 
-__all__ = ["serve"]
+__all__ = ["declared_port", "serve"]
 
 #: uvicorn's exit status when the server could not start (port taken, lifespan failed).
 STARTUP_FAILURE = 3
@@ -32,9 +32,8 @@ def serve(
 ) -> None:
     """Serve ``app`` until SIGTERM/SIGINT or idle shutdown; returns when it stopped cleanly.
 
-    ``port=None``: the port of ``service`` in ``feature``'s ``services.yaml``, found by
-    :class:`~mlsup.service.registry.Registry` (``$MLSUP_SERVICES_ROOT``, else the
-    ``services_root`` of ``mlsup.toml``). Binds loopback unless ``host`` says otherwise.
+    ``port=None``: the port of ``service`` in ``feature``'s ``services.yaml``
+    (:func:`declared_port`). Binds loopback unless ``host`` says otherwise.
     Exits non-zero (:class:`SystemExit`) when the server could not start or the service's
     startup failed, with the reason.
     """
@@ -46,9 +45,7 @@ def serve(
                 "serve() needs port=..., or feature=... and service=... naming a service of a "
                 "services.yaml"
             )
-        from mlsup.service.registry import Registry
-
-        port = Registry.load_all().port(feature, service)
+        port = declared_port(feature, service)
     _log_like_uvicorn(log_level)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
     runner = getattr(getattr(app, "state", None), "runner", None)
@@ -61,6 +58,22 @@ def serve(
         raise SystemExit(f"{app.title}: startup failed: {type(error).__name__}: {error}")
     if not server.started:
         raise SystemExit(STARTUP_FAILURE)
+
+
+def declared_port(feature: str, service: str) -> int:
+    """The port ``services.yaml`` declares for ``service`` of ``feature``: the file nearest the
+    working directory (a runner starts in its entrypoint, as its ``startCommand`` says), else
+    the registry under the services root (``$MLSUP_SERVICES_ROOT``, else ``services_root`` of
+    ``mlsup.toml``)."""
+    from mlsup.service.registry import Registry
+
+    try:
+        return Registry.load_nearest().port(feature, service)
+    except ConfigError as nearest:
+        try:
+            return Registry.load_all().port(feature, service)
+        except ConfigError as everywhere:
+            raise everywhere from nearest
 
 
 def _log_like_uvicorn(level: str) -> None:

@@ -40,10 +40,12 @@ def free_port() -> int:
         return port
 
 
-def start_runner(config: Path, port: int | None, **env: str) -> subprocess.Popen[str]:
+def start_runner(
+    config: Path, port: int | None, cwd: Path = FEATURE_RUNNER, **env: str
+) -> subprocess.Popen[str]:
     """The example runner (``kv_ml_runner``) served on ``port`` by mlsup.service.serve; with
     ``port=None``, started as the seed says (``python -m kv_ml_runner``), on the port of its
-    services.yaml under ``$MLSUP_SERVICES_ROOT``."""
+    services.yaml (nearest ``cwd``, else under ``$MLSUP_SERVICES_ROOT``)."""
     code = (
         "from mlsup.service import serve\n"
         "from kv_ml_runner.service import app\n"
@@ -53,13 +55,13 @@ def start_runner(config: Path, port: int | None, **env: str) -> subprocess.Popen
     environment = {
         **os.environ,
         "MLSUP_CONFIG": str(config),
-        "PYTHONPATH": os.pathsep.join([str(FEATURE_RUNNER), str(ROOT)]),
+        "PYTHONPATH": os.pathsep.join([str(cwd), str(ROOT)]),
         **env,
     }
     environment.pop("MLSUP_REDIS_URL", None)
     return subprocess.Popen(
         [sys.executable, *command],
-        cwd=FEATURE_RUNNER,
+        cwd=cwd,
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

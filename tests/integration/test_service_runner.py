@@ -3,6 +3,7 @@ SmolLM2, httpx as the client; leases checked in Redis as ``redis-cli ZRANGE`` wo
 
 from __future__ import annotations
 
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,14 +98,24 @@ async def test_health_loading_then_ok_chat_lease_and_sigterm(
     assert leases(redis_server, redis_prefix) == []
 
 
+@pytest.mark.parametrize("where", ["nearest", "services_root"])
 def test_python_dash_m_serves_on_the_port_its_services_yaml_declares(
-    config: Path, port: int, runners: list, tmp_path: Path
+    config: Path, port: int, runners: list, tmp_path: Path, where: str
 ) -> None:
+    # The runner's package, as its entrypoint directory holds it, with the services.yaml there
+    # ("nearest") or only under $MLSUP_SERVICES_ROOT.
+    entrypoint = tmp_path / "runner"
+    shutil.copytree(FEATURE_RUNNER / "kv_ml_runner", entrypoint / "kv_ml_runner")
+    declared = (FEATURE_RUNNER / "services.yaml").read_text().replace("41234", str(port))
     root = tmp_path / "features" / "knowledge-verification"
     root.mkdir(parents=True)
-    declared = (FEATURE_RUNNER / "services.yaml").read_text().replace("41234", str(port))
-    (root / "services.yaml").write_text(declared)
-    proc = start_runner(config, None, MLSUP_SERVICES_ROOT=str(tmp_path / "features"))
+    (entrypoint if where == "nearest" else root).joinpath("services.yaml").write_text(declared)
+    proc = start_runner(
+        config,
+        None,
+        cwd=entrypoint,
+        MLSUP_SERVICES_ROOT=str(tmp_path / "features"),
+    )
     runners.append(proc)
     base = f"http://127.0.0.1:{port}"
     assert wait_health(proc, base, 200) == {"status": "ok", "model_loaded": True}
