@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent / "feature-runner"))
 
-from kv_ml_runner.service import MyMLService, app  # noqa: E402 - after the path above
+from kv_ml_runner.service import MyMLService, app
 
 
 async def main() -> None:

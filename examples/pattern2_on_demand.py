@@ -19,7 +19,7 @@ class OnDemandService:
 
     # Load only when needed, release immediately
     async def infer_once(self, input: str) -> str:
-        async with self.boss.acquire(vram_mb=8000, model_id="temp") as lease:
+        async with self.boss.acquire(vram_mb=8000, model_id="temp") as lease:  # noqa: F841 - as written
             model = await self.loader.load("my-model")
             try:
                 result = await model.chat([{"role": "user", "content": input}])

@@ -2,7 +2,6 @@
 the service answers through the app, in process, with the real model and the real Redis."""
 
 from fastapi.testclient import TestClient
-
 from kv_ml_runner.service import app
 
 
