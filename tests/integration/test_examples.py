@@ -28,30 +28,36 @@ def config(tmp_path: Path, redis_server: TestRedis, redis_prefix: str) -> Path:
     return runner_config(tmp_path, EXAMPLES / "mlsup.toml", redis_server.url, redis_prefix)
 
 
-def test_pattern1_preloads_under_a_lease_answers_and_releases(config: Path) -> None:
-    out = run([sys.executable, str(EXAMPLES / "pattern1_service.py")], config)
+def run_example(script: str, config: Path) -> str:
+    """Run ``examples/<script>``; its output, once it exited 0."""
+    out = run([sys.executable, str(EXAMPLES / script)], config)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "lease: my-model 8000 MB on GPU 0" in out.stdout
-    answer = next(line for line in out.stdout.splitlines() if line.startswith("answer:"))
-    assert answer.removeprefix("answer:").strip()
-    assert "leases held after shutdown: 0" in out.stdout
+    return out.stdout
+
+
+def answered(stdout: str, label: str) -> str:
+    """The text after ``label:`` on the line that starts with it."""
+    line = next(x for x in stdout.splitlines() if x.startswith(f"{label}:"))
+    return line.split(":", 1)[1].strip()
+
+
+def test_pattern1_preloads_under_a_lease_answers_and_releases(config: Path) -> None:
+    stdout = run_example("pattern1_service.py", config)
+    assert "lease: my-model 8000 MB on GPU 0" in stdout
+    assert answered(stdout, "answer")
+    assert "leases held after shutdown: 0" in stdout
 
 
 def test_pattern2_answers_once_and_keeps_no_lease(config: Path) -> None:
-    out = run([sys.executable, str(EXAMPLES / "pattern2_on_demand.py")], config)
-    assert out.returncode == 0, out.stdout + out.stderr
-    answer = next(line for line in out.stdout.splitlines() if line.startswith("answer:"))
-    assert answer.removeprefix("answer:").strip()
-    assert "leases held after the call: 0" in out.stdout
+    stdout = run_example("pattern2_on_demand.py", config)
+    assert answered(stdout, "answer")
+    assert "leases held after the call: 0" in stdout
 
 
 def test_pattern3_loads_each_model_type_under_its_own_lease(config: Path) -> None:
-    out = run([sys.executable, str(EXAMPLES / "pattern3_multi_model.py")], config)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "leases: [('ministral-3b', 4000), ('saul-7b', 8000)]" in out.stdout
-    for model_type in ("fast", "legal"):
-        line = next(x for x in out.stdout.splitlines() if x.startswith(f"{model_type}:"))
-        assert line.split(":", 1)[1].strip()
+    stdout = run_example("pattern3_multi_model.py", config)
+    assert "leases: [('ministral-3b', 4000), ('saul-7b', 8000)]" in stdout
+    assert answered(stdout, "fast") and answered(stdout, "legal")
 
 
 def test_the_example_runners_own_tests_pass(
