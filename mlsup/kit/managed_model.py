@@ -155,9 +155,11 @@ class ManagedModel:
 
     async def wait_idle(self, timeout: float | None) -> bool:
         """Wait until no call runs (at most ``timeout`` seconds); True if none runs."""
+        if self._calls == 0:  # also with a timeout of 0 (a preemption deadline already past)
+            return True
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             return False
         return True
 
