@@ -101,9 +101,10 @@ class LeaseSegment(msgspec.Struct, frozen=True):
     vram_mb: int
     measured_mb: int | None  #: what the worker measured; None for processes outside mlsup's view
     owner: str
-    pid: int
+    pid: int  #: the lease holder's (for a supervised model: the supervisor's)
     host: str
     supervised: bool  #: held for one of this supervisor's workers
+    worker_pid: int | None  #: the worker serving a supervised model
     preempt_in_s: float | None  #: asked to yield; revoked in this many seconds
     share: float  #: fraction of the GPU's capacity, 0..1
 
@@ -201,6 +202,7 @@ def _segment(lease: Mapping[str, Any], capacity: int, rows: Mapping[str, ModelRo
         pid=int(lease.get("pid") or 0),
         host=str(lease.get("host") or ""),
         supervised=row is not None,
+        worker_pid=row.pid if row is not None else None,
         preempt_in_s=None if preempt is None else round(float(preempt), 1),
         share=vram / capacity if capacity > 0 else 0.0,
     )

@@ -44,7 +44,9 @@ function duration(seconds) {
 // --- GPUs -------------------------------------------------------------------------------------
 
 function holderText(seg) {
-  if (seg.supervised) return `worker pid ${seg.pid}`;
+  if (seg.supervised) {
+    return seg.worker_pid === null ? `supervisor pid ${seg.pid}` : `worker pid ${seg.worker_pid}`;
+  }
   return `kit process pid ${seg.pid}${seg.host ? " on " + seg.host : ""}`;
 }
 
