@@ -113,12 +113,16 @@ def rate(samples: Sequence[Sample], now: float, window_s: float) -> float | None
 def rate_series(
     samples: Sequence[Sample], now: float, window_s: float, step_s: float
 ) -> tuple[float, ...]:
-    """Requests/s in each ``step_s`` slice of the window, oldest first; 0 where unknown."""
+    """Requests/s in each ``step_s`` slice of the window, oldest first; 0 before the first
+    sample. A slice the first sample falls in counts from that sample (what was gained
+    before it is unknown, not assumed)."""
     steps = max(1, math.ceil(window_s / step_s))
     series = []
     for i in range(steps):
         lo, hi = now - (steps - i) * step_s, now - (steps - i - 1) * step_s
         a, b = _value_at(samples, lo), _value_at(samples, hi)
+        if a is None and samples and samples[0][0] <= hi:
+            a = samples[0][1]
         series.append(0.0 if a is None or b is None else max(b - a, 0.0) / step_s)
     return tuple(series)
 

@@ -48,6 +48,11 @@ def test_rate_series_has_one_point_per_step_oldest_first() -> None:
     assert rate_series(samples, now=30.0, window_s=50.0, step_s=10.0)[:2] == (0.0, 0.0)
 
 
+def test_rate_series_counts_a_slice_from_the_first_sample_inside_it() -> None:
+    # Watched only since t=5: the slice (0, 10] counts what came after that.
+    assert rate_series([(5.0, 0.0), (8.0, 30.0)], now=10.0, window_s=10.0, step_s=10.0) == (3.0,)
+
+
 BOUNDS = (0.01, 0.1, 1.0)
 
 
