@@ -75,6 +75,24 @@ def test_gpu_bar_shows_a_lease_of_a_plain_kit_process(
     wait(page, lambda p: not p.find_elements(By.CSS_SELECTOR, '.segment[data-model="outside-job"]'))
 
 
+def test_gpu_bar_shows_a_waiter_and_a_pending_preemption(
+    page: Any, supervisor: RunningSupervisor, hold_lease: Callable[..., LeaseHolder]
+) -> None:
+    holder = hold_lease(800, "batch-job", "low")
+    wait(page, lambda p: p.find_element(By.CSS_SELECTOR, '.segment[data-model="batch-job"]'))
+    with supervisor.client() as client:
+        client.load("alpha", wait=False)  # does not fit: batch-job is asked to yield
+    wait(page, lambda p: p.find_element(By.CSS_SELECTOR, ".segment.preempting"))
+    row = page.find_element(By.CSS_SELECTOR, f'.leases tr[data-lease="{holder.lease_id}"]')
+    assert "yielding: revoked in" in row.text
+    queue = page.find_element(By.CSS_SELECTOR, '.gpu[data-gpu="0"] .waiting')
+    assert "queued for VRAM" in queue.text and "300 MB, normal" in queue.text
+    assert badge(page, "alpha") == "loading"
+    holder.release()
+    wait(page, has_badge("alpha", "ready"))
+    assert not page.find_elements(By.CSS_SELECTOR, ".waiting")
+
+
 def test_pressing_load_then_unload_changes_the_state(
     page: Any, supervisor: RunningSupervisor
 ) -> None:

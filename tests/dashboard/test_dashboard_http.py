@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from mlsup.dashboard import Histogram, dashboard_router
 from mlsup.testing.supervisor import RunningSupervisor
 
-from .helpers import RunningDashboard
+from .helpers import LeaseHolder, RunningDashboard
 
 ACTION = {"X-Mlsup-Dashboard": "1"}
 
@@ -131,6 +131,30 @@ def test_log_tail_of_a_model_and_unload_through_the_dashboard(
     assert supervisor.row("beta")["state"] == "unloaded"
     snapshot = wait_snapshot(dashboard, lambda s: model(s, "beta")["badge"] == "unloaded")
     assert snapshot["gpus"][0]["segments"] == []
+
+
+def test_waiters_and_pending_preemptions_are_shown(
+    dashboard: RunningDashboard,
+    supervisor: RunningSupervisor,
+    hold_lease: Callable[..., LeaseHolder],
+) -> None:
+    holder = hold_lease(800, "batch-job", "low")
+    with supervisor.client() as client:
+        client.load("alpha", wait=False)  # 300 MB more than fits: alpha asks batch-job to yield
+
+    def asked_to_yield(snapshot: dict[str, Any]) -> bool:
+        gpu = snapshot["gpus"][0]
+        return bool(gpu["waiting"]) and gpu["segments"][0]["preempt_in_s"] is not None
+
+    snapshot = wait_snapshot(dashboard, asked_to_yield)
+    (segment,) = snapshot["gpus"][0]["segments"]
+    assert (segment["lease_id"], segment["supervised"]) == (holder.lease_id, False)
+    (waiter,) = snapshot["gpus"][0]["waiting"]
+    assert (waiter["vram_mb"], waiter["priority"]) == (300, "normal")
+    assert model(snapshot, "alpha")["badge"] == "loading"
+    holder.release()  # it yields: alpha gets the VRAM
+    ready = wait_snapshot(dashboard, lambda s: model(s, "alpha")["badge"] == "ready")
+    assert ready["gpus"][0]["waiting"] == []
 
 
 def test_survives_the_supervisor_going_away_and_coming_back(
