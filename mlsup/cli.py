@@ -14,6 +14,7 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     from mlsup import __version__
     from mlsup.bench import cli as bench_cli
+    from mlsup.dashboard import cli as dashboard_cli
     from mlsup.supervisor import cli as supervisor_cli
 
     parser = argparse.ArgumentParser(
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     supervisor_cli.add_parsers(subparsers)
     bench_cli.add_parser(subparsers)
+    dashboard_cli.add_parser(subparsers)
     demo = subparsers.add_parser(
         "demo",
         help="see mlsup work: real models supervised, a worker killed and respawned",

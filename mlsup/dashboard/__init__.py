@@ -7,23 +7,33 @@ Served by the gateway at ``/ui`` (same address and API key)::
 
 or on its own, before or without a gateway::
 
-    python -m mlsup.dashboard --listen 127.0.0.1:8011      # then open http://127.0.0.1:8011/ui
+    mlsup dashboard --listen 127.0.0.1:8011      # then open http://127.0.0.1:8011/ui
 
 The page is plain HTML, CSS and JavaScript shipped in the package (no CDN, no build step), kept
-live by server-sent events (see :mod:`mlsup.dashboard.feed` for why).
+live by server-sent events (see :mod:`mlsup.dashboard.feed` for why). Names are imported on
+first use, so ``mlsup --help`` works without FastAPI installed (the ``gateway`` extra).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter
+if TYPE_CHECKING:
+    from mlsup.dashboard.activity import Histogram, LatencySource
+    from mlsup.dashboard.app import create_dashboard_app, dashboard_router, serve
+    from mlsup.dashboard.feed import Connect, DashboardFeed
 
-from mlsup.dashboard.activity import Histogram, LatencySource
-from mlsup.dashboard.app import create_dashboard_app, serve
-from mlsup.dashboard.feed import Connect, DashboardFeed
-from mlsup.dashboard.routes import build_router
-from mlsup.runtime import runtime_dir
+#: Public name -> module that defines it.
+_LAZY = {
+    "Histogram": "mlsup.dashboard.activity",
+    "LatencySource": "mlsup.dashboard.activity",
+    "create_dashboard_app": "mlsup.dashboard.app",
+    "dashboard_router": "mlsup.dashboard.app",
+    "serve": "mlsup.dashboard.app",
+    "Connect": "mlsup.dashboard.feed",
+    "DashboardFeed": "mlsup.dashboard.feed",
+}
 
 __all__ = [
     "Connect",
@@ -36,19 +46,10 @@ __all__ = [
 ]
 
 
-def dashboard_router(
-    runtime: Path | None = None,
-    *,
-    connect: Connect | None = None,
-    latency: LatencySource | None = None,
-) -> APIRouter:
-    """The dashboard's routes, to include under a prefix (``/ui``) of any FastAPI app.
-
-    ``runtime`` is the supervisor's runtime directory (default: this user's); ``connect`` makes
-    the proxy the dashboard polls and acts through (default: ``mlsup.aconnect(runtime)``; the
-    dashboard closes what it returns); ``latency`` returns each model's cumulative latency
-    :class:`Histogram` (the gateway's), without which the page says latency is not measured.
-    The router's lifespan runs the poller: FastAPI merges it into the app's when included.
-    """
-    feed = DashboardFeed(runtime or runtime_dir(), connect=connect, latency=latency)
-    return build_router(feed)
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlsup.dashboard' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

@@ -231,6 +231,8 @@ def test_a_failing_latency_source_is_reported_not_fatal(supervisor: RunningSuper
 
 @pytest.mark.parametrize("listen", ["nohost", "127.0.0.1:http", "127.0.0.1:70000"])
 def test_bad_listen_addresses_are_refused(listen: str) -> None:
-    from mlsup.dashboard.__main__ import main
+    from mlsup.cli import main as mlsup_main
+    from mlsup.dashboard.cli import main
 
     assert main(["--listen", listen]) == 2
+    assert mlsup_main(["dashboard", "--listen", listen]) == 2
