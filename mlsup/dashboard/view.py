@@ -174,6 +174,9 @@ def read_gpu(entry: Mapping[str, Any]) -> tuple[int, int, list[Mapping[str, Any]
 
 
 _LIVE = {"leasing", "starting", "backoff"}
+#: The stage shown while a model waits for its lease (the supervisor reports stages only once
+#: its worker starts).
+WAITING_FOR_VRAM = "waiting for a VRAM lease"
 
 
 def badge(row: ModelRow) -> Badge:
@@ -231,7 +234,7 @@ def _model_line(row: ModelRow, activity: ModelActivity) -> ModelLine:
         loader=row.loader,
         state=row.state,
         badge=shown,
-        stage=row.stage,
+        stage=row.stage or (WAITING_FOR_VRAM if row.state == "leasing" else ""),
         pid=row.pid,
         gpu=row.gpu,
         leased_mb=row.leased_mb,

@@ -88,10 +88,11 @@ class RunningDashboard:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(30)
+                return self.process.wait(30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self.process.kill()  # a dashboard deaf to SIGTERM is a failure, not a detail
                 self.process.wait()
+                raise AssertionError(f"ignored SIGTERM for 30 s:\n{self.output()}") from None
         return self.process.returncode
 
 

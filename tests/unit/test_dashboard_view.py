@@ -153,6 +153,13 @@ def test_buttons_follow_the_state(state: str, can_load: bool, can_unload: bool) 
     assert (line.can_load, line.can_unload) == (can_load, can_unload)
 
 
+def test_a_model_waiting_for_its_lease_says_so() -> None:
+    line = view([status_row("m", "leasing")], []).models[0]
+    assert line.stage == "waiting for a VRAM lease"
+    starting = view([status_row("m", "starting", stage="loading weights")], []).models[0]
+    assert starting.stage == "loading weights"
+
+
 def test_idle_time_is_whole_seconds_so_frames_change_at_most_once_a_second() -> None:
     assert view([status_row("m")], []).models[0].idle_s == 3
 

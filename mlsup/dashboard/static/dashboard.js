@@ -146,8 +146,7 @@ function sparkline(series) {
 }
 
 function stateCell(model) {
-  const label = model.badge === "loading" && model.stage ? "loading" : model.badge;
-  const cell = el("td", { class: "state" }, el("span", { class: "badge", "data-badge": model.badge, text: label }));
+  const cell = el("td", { class: "state" }, el("span", { class: "badge", "data-badge": model.badge, text: model.badge }));
   if (model.stage) cell.append(el("span", { class: "detail", text: model.stage }));
   if (model.badge === "failed" || model.error) {
     const why = model.error || model.reason;
