@@ -20,7 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlsup.dashboard.activity import Histogram, LatencySource
+    from mlsup.dashboard.activity import Histogram, LatencySource, histograms_from_metrics
     from mlsup.dashboard.app import create_dashboard_app, dashboard_router, serve
     from mlsup.dashboard.feed import Connect, DashboardFeed
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Histogram": "mlsup.dashboard.activity",
     "LatencySource": "mlsup.dashboard.activity",
+    "histograms_from_metrics": "mlsup.dashboard.activity",
     "create_dashboard_app": "mlsup.dashboard.app",
     "dashboard_router": "mlsup.dashboard.app",
     "serve": "mlsup.dashboard.app",
@@ -42,6 +43,7 @@ __all__ = [
     "LatencySource",
     "create_dashboard_app",
     "dashboard_router",
+    "histograms_from_metrics",
     "serve",
 ]
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "ActivityRing",
@@ -30,6 +31,7 @@ __all__ = [
     "ModelActivity",
     "RequestCounter",
     "histogram_quantile",
+    "histograms_from_metrics",
     "rate",
     "rate_series",
 ]
@@ -56,6 +58,30 @@ class Histogram:
 
 #: Called on every poll; the latency histogram of each model it knows (others: not measured).
 LatencySource = Callable[[], Mapping[str, Histogram]]
+
+
+def histograms_from_metrics(families: Iterable[Any], label: str = "model") -> dict[str, Histogram]:
+    """One :class:`Histogram` per value of ``label``, from prometheus-client metric families
+    (``histogram.collect()``): the ``_bucket`` samples, summed over every other label (such as
+    the operation). Wires a gateway's histograms into :data:`LatencySource`::
+
+        latency=lambda: histograms_from_metrics(metrics.duration.collect())
+    """
+    buckets: dict[str, dict[float, float]] = {}
+    for family in families:
+        for sample in family.samples:
+            if not sample.name.endswith("_bucket") or label not in sample.labels:
+                continue
+            by_bound = buckets.setdefault(str(sample.labels[label]), {})
+            bound = float(sample.labels["le"])  # "+Inf" parses as inf
+            by_bound[bound] = by_bound.get(bound, 0.0) + float(sample.value)
+    result = {}
+    for key, by_bound in buckets.items():
+        bounds = sorted(b for b in by_bound if not math.isinf(b))
+        total = by_bound.get(math.inf, max(by_bound.values(), default=0.0))
+        counts = [int(by_bound[b]) for b in bounds] + [int(total)]
+        result[key] = Histogram(tuple(bounds), tuple(counts))
+    return result
 
 
 @dataclass(frozen=True)

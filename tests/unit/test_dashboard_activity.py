@@ -10,6 +10,7 @@ from mlsup.dashboard.activity import (
     Histogram,
     RequestCounter,
     histogram_quantile,
+    histograms_from_metrics,
     rate,
     rate_series,
 )
@@ -136,3 +137,21 @@ def test_ring_forgets_models_no_longer_configured() -> None:
     ring.forget({"a"})
     assert set(ring._models) == {"a"}
     assert ring.activity("b", 1.0).rps is None
+
+
+def test_histograms_from_prometheus_client_sum_over_operations() -> None:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client import Histogram as PromHistogram
+
+    duration = PromHistogram(
+        "d_seconds", "d", ["model", "op"], buckets=BOUNDS, registry=CollectorRegistry()
+    )
+    for seconds in (0.005, 0.05, 0.5):
+        duration.labels(model="chat", op="chat").observe(seconds)
+    duration.labels(model="chat", op="complete").observe(5.0)
+    duration.labels(model="embed", op="embed").observe(0.005)
+    found = histograms_from_metrics(duration.collect())
+    assert found["chat"] == Histogram(BOUNDS, (1, 2, 3, 4))
+    assert found["embed"] == Histogram(BOUNDS, (1, 1, 1, 1))
+    chat = found["chat"]
+    assert histogram_quantile(0.5, chat.bounds, chat.counts) == pytest.approx(0.1)
