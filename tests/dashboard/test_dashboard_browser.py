@@ -75,6 +75,22 @@ def test_gpu_bar_shows_a_lease_of_a_plain_kit_process(
     wait(page, lambda p: not p.find_elements(By.CSS_SELECTOR, '.segment[data-model="outside-job"]'))
 
 
+def test_a_hostile_lease_label_is_shown_as_text(
+    page: Any, hold_lease: Callable[..., LeaseHolder]
+) -> None:
+    """Any process on the machine can name its lease anything: markup stays text."""
+    hostile = '<img src=x onerror="document.body.dataset.pwned=1">'
+    wait(page, has_badge("alpha", "unloaded"))
+    holder = hold_lease(100, hostile)
+    row = wait(
+        page,
+        lambda p: p.find_element(By.CSS_SELECTOR, f'.leases tr[data-lease="{holder.lease_id}"]'),
+    )
+    assert hostile in row.text
+    assert not page.find_elements(By.CSS_SELECTOR, "#gpus img")
+    assert page.execute_script("return document.body.dataset.pwned") is None
+
+
 def test_gpu_bar_shows_a_waiter_and_a_pending_preemption(
     page: Any, supervisor: RunningSupervisor, hold_lease: Callable[..., LeaseHolder]
 ) -> None:
