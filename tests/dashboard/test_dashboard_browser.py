@@ -181,7 +181,8 @@ def test_two_models_loaded_screenshot(
             == "#2563eb"
         ),
     )  # the sparkline shows the requests
-    height = int(page.execute_script("return document.documentElement.scrollHeight"))
+    bottom = "return Math.ceil(document.querySelector('main').getBoundingClientRect().bottom)"
+    height = int(page.execute_script(bottom))
     metrics = {"width": 1400, "height": height, "deviceScaleFactor": 1, "mobile": False}
     page.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)  # the whole page
     target = SCREENSHOT if os.environ.get("MLSUP_DASHBOARD_SCREENSHOT") else tmp_path / "d.png"

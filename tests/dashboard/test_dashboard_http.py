@@ -4,9 +4,10 @@ goes away and comes back, and the router mounted under another app's prefix and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -191,7 +192,12 @@ def test_router_mounts_under_another_apps_prefix_and_api_key(
         if authorization != "Bearer k":
             raise HTTPException(401, "bad key")
 
-    app = FastAPI()
+    @contextlib.asynccontextmanager
+    async def own_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.started = True  # the gateway has a lifespan of its own: both must run
+        yield
+
+    app = FastAPI(lifespan=own_lifespan)
     app.include_router(
         dashboard_router(supervisor.runtime, latency=latency),
         prefix="/ui",
@@ -212,6 +218,7 @@ def test_router_mounts_under_another_apps_prefix_and_api_key(
         assert beta["latency_measured"] is True
         assert 10 < beta["p50_ms"] < beta["p99_ms"] <= 100
         assert model(snapshot, "alpha")["activity"]["latency_measured"] is False
+        assert app.state.started is True
 
 
 def test_a_failing_latency_source_is_reported_not_fatal(supervisor: RunningSupervisor) -> None:

@@ -67,7 +67,7 @@ function segment(seg) {
     el("span", { class: "seg-detail", text: detail }),
   );
   node.style.flex = `0 0 ${(seg.share * 100).toFixed(3)}%`;
-  node.style.background = colour(name);
+  node.style.backgroundColor = colour(name); // not the shorthand: it would drop the stripes
   if (seg.measured_mb !== null && seg.vram_mb > 0) {
     const bar = el("div", { class: "measured" });
     bar.style.width = `${Math.min(100, (100 * seg.measured_mb) / seg.vram_mb).toFixed(1)}%`;
