@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -17,6 +18,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 from mlsup.testing.supervisor import RunningSupervisor
 
 from .helpers import LeaseHolder, RunningDashboard
+
+# The first test may install chromium with apt-get (the browser fixture): minutes on a fresh
+# machine, which pytest-timeout counts against that test.
+pytestmark = pytest.mark.timeout(1200)
 
 #: Where `MLSUP_DASHBOARD_SCREENSHOT=1` writes the README's picture.
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
