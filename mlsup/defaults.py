@@ -45,8 +45,6 @@ SHM_POOL_KEEP_BYTES = 1 << 30
 SHM_POOL_MAX_BYTES = 8 << 30
 #: Attached foreign segments cached by one receiver (mapped once, reused across requests).
 SHM_ATTACH_CACHE_SIZE = 64
-#: Alignment of tensors packed into one segment (a cache line; also fine for AVX-512 loads).
-SHM_ALIGNMENT = 64
 
 # --- Transport ---------------------------------------------------------------------------------
 
@@ -60,9 +58,6 @@ CLOSE_LINGER_MS = 100
 MAX_KNOWN_PEERS = 4096
 #: Idle sockets kept per client for reuse by the next caller.
 CLIENT_IDLE_SOCKETS = 16
-#: Pending reply-block releases that trigger an explicit release message (else they ride on
-#: the next request).
-RELEASE_BATCH = 32
 #: How often a server checks whether the borrowers of its shm blocks are still alive (seconds).
 BORROWER_CHECK_INTERVAL_S = 5.0
 
@@ -73,8 +68,11 @@ BORROWER_CHECK_INTERVAL_S = 5.0
 #: only re-registrations of existing leases are admitted (holders renew, and so re-register,
 #: within LEASE_RENEW_INTERVAL_S), so a restart cannot over-commit a GPU.
 LEASE_TTL_S = 10.0
-#: Interval between renewals: a third of the TTL, so two renewals may fail before expiry.
-LEASE_RENEW_INTERVAL_S = LEASE_TTL_S / 3
+#: Renewals per TTL: three, so two renewals may fail before a lease expires. A timing that gives
+#: no renew interval renews at ``ttl_s / LEASE_RENEWALS_PER_TTL``.
+LEASE_RENEWALS_PER_TTL = 3
+#: Interval between renewals with the default TTL.
+LEASE_RENEW_INTERVAL_S = LEASE_TTL_S / LEASE_RENEWALS_PER_TTL
 #: How long acquire() waits for capacity when the caller gives no timeout (seconds).
 LEASE_ACQUIRE_TIMEOUT_S = 30.0
 #: Grace period a preempted holder gets to yield before its lease is revoked (seconds).
@@ -149,6 +147,117 @@ GENERATE_MAX_TOKENS = 128
 #: Cache of the tiny test models (``mlsup.testing.tiny_models``) when ``MLSUP_TEST_CACHE`` is unset.
 TINY_MODELS_CACHE = "~/.cache/mlsup/tiny-models"
 
+# --- Process plumbing outside the supervisor core (kit/leases, ipc/server, the CLI) -------------
+
+#: How long a lease wait pauses before asking an unreachable Redis again (seconds): it may be
+#: restarting, and the wait's own deadline still bounds the whole.
+LEASE_TRANSPORT_RETRY_S = 0.1
+#: How often stopping a background task re-sends its cancellation (seconds): a cancellation that
+#: lands inside a Redis call can be turned into an ordinary error by the client library.
+TASK_CANCEL_RETRY_S = 0.1
+#: Longest operation name a server registers (characters); the wire header carries it per call.
+MAX_OPERATION_NAME = 128
+#: How long ``Server.stop`` waits for the serving thread to finish its request (seconds).
+SERVER_STOP_TIMEOUT_S = 5.0
+#: How long ``mlsup start --detach`` waits for the supervisor to answer (seconds): it starts an
+#: embedded Redis and the template process that imports the runtimes.
+START_READY_TIMEOUT_S = 120.0
+#: How long ``mlsup stop`` waits for the supervisor to exit (seconds): every worker drains first.
+STOP_WAIT_TIMEOUT_S = 60.0
+#: How often the command line refreshes what it waits on or shows live: the supervisor coming
+#: up, ``mlsup load``'s progress, a followed log (seconds).
+CLI_POLL_INTERVAL_S = 0.1
+#: How often a loading worker reports how much of its model's files it has read (seconds):
+#: what ``mlsup load``'s progress bar shows.
+LOAD_PROGRESS_INTERVAL_S = 0.25
+# --- Supervisor decisions (supervisor/decide.py, daemon.py, control.py) ------------------------
+
+#: How much to raise a model's VRAM estimate after it ran out of memory: the next lease is this
+#: many times the larger of the old estimate and the memory the worker last measured.
+OOM_GROWTH = 1.5
+#: A preempted worker's drain ends this long before the preemption deadline (seconds), so that
+#: its lease is released before the requester's grace runs out, not just after.
+PREEMPT_YIELD_MARGIN_S = 0.2
+#: How often the supervisor checks idle timeouts, lost leases and stalled loads (seconds).
+HOUSEKEEPING_INTERVAL_S = 1.0
+#: How long ``stop`` waits before stopping the supervisor, so that its reply is sent (seconds).
+STOP_REPLY_DELAY_S = 0.05
+#: Shortest time between two heartbeats a worker sends early because it finished a request
+#: (seconds): status rows count served requests promptly without a report per call under load.
+HEARTBEAT_NUDGE_MIN_S = 0.05
+# --- Service registry (services.yaml) ----------------------------------------------------------
+
+#: The file each feature declares its services in, found anywhere under the services root.
+SERVICES_FILE_NAME = "services.yaml"
+#: Largest services.yaml read (bytes): a real one is a few hundred bytes; this bounds hostile ones.
+SERVICES_FILE_MAX_BYTES = 1 << 20
+#: Most YAML nodes one services.yaml may expand to, counting every use of an anchor: bounds an
+#: alias bomb ("billion laughs") that a small file can hide, far above any real file.
+SERVICES_FILE_MAX_NODES = 100_000
+#: Deadline of one ``GET /health`` probe by ``mlsup services`` (seconds): a runner on this host
+#: answers in milliseconds; anything slower is reported as down rather than stalling the listing.
+SERVICE_HEALTH_TIMEOUT_S = 1.0
+#: Host that service URLs name: runners listen on loopback (the seed's Pattern 4 uses localhost).
+SERVICE_HOST = "127.0.0.1"
+#: Dependencies every workstation provides besides the registry's own ``<feature>.<service>``s.
+KNOWN_INFRASTRUCTURE = ("infrastructure.redis",)
+
+# --- Managed models and feature runners (mlsup.kit.managed, mlsup.service) ----------------------
+
+#: How long unloading a managed model waits for calls still running on it in other threads
+#: before leaving the unload to them (seconds): the last call to finish unloads it, so weights
+#: are never freed under a running call, and an unload or shutdown never hangs on a stuck one.
+MANAGED_UNLOAD_WAIT_S = 30.0
+#: Deadline of one request to a feature runner built with ``mlsup.service.create_app``, model
+#: load on first use included (seconds); past it the runner answers 504.
+SERVICE_REQUEST_TIMEOUT_S = 300.0
+#: How long a request waits for the runner's startup (model preload) before a 503 (seconds).
+SERVICE_STARTUP_WAIT_S = 60.0
+#: ``Retry-After`` of a 503 answer (lease wait timed out, preempted, still loading), seconds.
+SERVICE_RETRY_AFTER_S = 5
+#: How often an idle-shutdown runner checks whether its idle time is up (seconds).
+SERVICE_IDLE_CHECK_S = 0.5
+
+# --- Proxy call core (mlsup.proxy_core) --------------------------------------------------------
+
+#: Extra time the reply to a ``load`` may take beyond the load's own deadline (seconds): the
+#: supervisor answers a load that timed out after it noticed, so waiting exactly as long would
+#: turn its typed answer into a bare RequestTimeout.
+LOAD_REPLY_MARGIN_S = 5.0
+#: Deadline of ``unload`` (seconds): a generous bound on a drain (TERMINATE_GRACE_S, then
+#: SIGKILL of the group and the lease's release), so that only a hung supervisor exceeds it.
+UNLOAD_TIMEOUT_S = 60.0
+#: How often a caller that saw its worker die asks the supervisor how it ended (seconds).
+CRASH_REPORT_POLL_S = 0.02
+#: Shortest deadline a model call is sent with (seconds): a call made just as its deadline
+#: runs out still gets one look for a reply already waiting.
+MIN_CALL_TIMEOUT_S = 0.001
+# --- Dashboard (mlsup.dashboard) ---------------------------------------------------------------
+
+#: How often the dashboard asks the supervisor for status rows and leases (seconds). Browsers get
+#: a snapshot at most this often, and only when it changed; one poll serves every open tab.
+DASHBOARD_POLL_S = 0.5
+#: Bound of one poll of the supervisor (seconds): a wedged supervisor shows as unavailable
+#: instead of freezing the page.
+DASHBOARD_POLL_TIMEOUT_S = 3.0
+#: How far back the activity columns look (seconds): requests/s and latency over this window.
+DASHBOARD_ACTIVITY_WINDOW_S = 300.0
+#: Width of one bar of the activity sparkline (seconds); window / this = points per sparkline.
+DASHBOARD_SPARK_STEP_S = 10.0
+#: Lines of a worker log shown when the page asks for no number, and the most it may ask for.
+DASHBOARD_LOG_LINES = 200
+DASHBOARD_LOG_MAX_LINES = 2000
+#: Most bytes read from the end of a worker log for one tail: a huge log costs no more than this.
+DASHBOARD_LOG_MAX_BYTES = 256 << 10
+#: A comment line sent on an idle event stream this often (seconds), so proxies keep it open.
+DASHBOARD_KEEPALIVE_S = 15.0
+#: How long the standalone dashboard waits for open event streams when it stops (whole seconds:
+#: uvicorn takes an int). An ``EventSource`` never ends by itself; the browser reconnects.
+DASHBOARD_SHUTDOWN_GRACE_S = 1
+#: Address of ``python -m mlsup.dashboard`` when no ``--listen`` is given: this machine only.
+DASHBOARD_LISTEN = "127.0.0.1:8011"
+
+
 # --- Sidecars and the HTTP gateway -------------------------------------------------------------
 
 #: Time between SIGTERM and SIGKILL when the supervisor stops a sidecar process (seconds).
@@ -160,8 +269,13 @@ GATEWAY_HOST = "127.0.0.1"
 GATEWAY_MAX_QUEUE = 64
 #: ``Retry-After`` (seconds) of a 429 (queue full) or 503 (model preempted or crashed).
 GATEWAY_RETRY_AFTER_S = 1
+#: How long a stopping gateway lets responses in progress finish (seconds); below
+#: SIDECAR_STOP_GRACE_S, so that it exits on its own before the supervisor's SIGKILL.
+GATEWAY_SHUTDOWN_GRACE_S = 3.0
 #: How often the gateway checks that the supervisor that started it still runs (seconds).
 GATEWAY_PARENT_CHECK_S = 1.0
+#: Largest audio upload accepted by /v1/audio/transcriptions (bytes): the OpenAI API's limit.
+GATEWAY_MAX_UPLOAD_BYTES = 25 << 20
 
 # --- Job queues (mlsup.queues, mlsup.jobs, mlsup.kit.queue) -------------------------------------
 

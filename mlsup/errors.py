@@ -5,11 +5,15 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
 
     MlsupError
     ├── ConfigError                 a configuration file, manifest entry or argument is invalid
+    │   ├── InvalidArgument         a function got an argument value it cannot use (a ValueError)
+    │   ├── InvalidRequest          a request to a feature runner is malformed (HTTP 422)
+    │   └── ServiceNotFound         no such feature or service in the services.yaml registry
     ├── ProtocolError               a frame or control message is malformed, hostile or too big
     ├── TransportError              the peer could not be reached or did not answer
     │   ├── RequestTimeout          no reply within the call's deadline
     │   ├── PeerGone                the process serving the endpoint died during the call
-    │   └── SupervisorUnavailable   no supervisor is running for this runtime directory
+    │   ├── SupervisorUnavailable   no supervisor is running for this runtime directory
+    │   └── CannotListen            an endpoint could not be bound (in use, no permission)
     ├── RemoteError                 the peer raised an error that is not one of ours
     ├── DeviceError                 a GPU is unknown, or device discovery failed
     ├── LeaseError                  VRAM lease problems
@@ -17,13 +21,20 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
     │   ├── LeaseNotHeld            this token never held that lease (unknown or forged id)
     │   ├── LeaseLost               the lease was held but is gone (expired, revoked, preempted)
     │   └── CapacityExceeded        the request can never fit on that GPU
-    └── ModelError                  a model could not be served
-        ├── ModelNotFound           no such model in the manifest
-        ├── ModelLoadError          the files are missing or corrupt, or the loader failed
-        ├── ModelOOM                the device ran out of memory while loading or running
-        ├── WorkerCrashed           the worker process died (carries the exit code or signal)
-        ├── Preempted               the model was asked to yield to a higher priority
-        └── ModelFailed             the model crashed too often and is parked until reloaded
+    ├── UsageError                  an object was used out of order (after close, before connect)
+    ├── BenchmarkError              a benchmark could not measure (a peer or contender failed)
+    ├── ModelError                  a model could not be served
+    │   ├── ModelNotFound           no such model in the manifest
+    │   ├── ModelLoadError          the files are missing or corrupt, or the loader failed
+    │   ├── ModelOOM                the device ran out of memory while loading or running
+    │   ├── WorkerCrashed           the worker process died (carries the exit code or signal)
+    │   ├── Preempted               the model was asked to yield to a higher priority
+    │   ├── ModelFailed             the model crashed too often and is parked until reloaded
+    │   ├── NoWorkerLog             the model never ran a worker in this runtime directory
+    │   ├── FallbackExhausted       every tier of a FallbackChain failed (carries each cause)
+    │   ├── UnsupportedOperation    the model's kind does not offer that operation
+    │   └── QueueFull               too many requests wait for that model; retry later
+    └── IllegalTransition           a lifecycle event that cannot happen in that state (a bug)
 
     MlsupError (continued)
     └── JobError                    a queued job (mlsup.jobs, mlsup.queues) gave no result
@@ -49,11 +60,17 @@ import signal as _signal
 from typing import Any, ClassVar
 
 __all__ = [
+    "BenchmarkError",
+    "CannotListen",
     "CapacityExceeded",
     "ConfigError",
     "DeviceError",
+    "FallbackExhausted",
+    "IllegalTransition",
     "Interrupt",
+    "InvalidArgument",
     "InvalidJobData",
+    "InvalidRequest",
     "JobError",
     "JobFailed",
     "LeaseError",
@@ -66,14 +83,19 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFound",
     "ModelOOM",
+    "NoWorkerLog",
     "PeerGone",
     "Preempted",
     "ProtocolError",
+    "QueueFull",
     "RemoteError",
     "RequestTimeout",
+    "ServiceNotFound",
     "ShutdownRequested",
     "SupervisorUnavailable",
     "TransportError",
+    "UnsupportedOperation",
+    "UsageError",
     "WorkerCrashed",
     "YieldRequested",
     "error_from_wire",
@@ -232,6 +254,70 @@ class ModelFailed(ModelError):
     """The model crashed too often and is parked; ``mlsup load MODEL`` resets it."""
 
 
+class InvalidArgument(ConfigError, ValueError):
+    """A function got an argument value it cannot use (a ``vram_mb`` that is not a positive
+    integer, an empty operation name). Raised before anything changes; it is also a
+    :class:`ValueError`, as a bad argument value is in Python."""
+
+
+class CannotListen(TransportError):
+    """An endpoint could not be bound: its address is in use, its directory is not writable,
+    or its path is too long for a unix socket. Names the endpoint."""
+
+
+class NoWorkerLog(ModelError):
+    """``mlsup logs MODEL`` found no log: the model never ran a worker in this runtime
+    directory (load it first, or check ``$MLSUP_RUNTIME_DIR``)."""
+
+
+class UsageError(MlsupError, RuntimeError):
+    """An object was used out of order: after ``close()``, before ``connect()``, or a lease
+    that no :class:`GPUBoss` granted asked for preemption. A bug at the call site; it is also
+    a :class:`RuntimeError`."""
+
+
+class BenchmarkError(MlsupError):
+    """``mlsup bench`` could not measure: a benchmark peer or contender process failed, a
+    measurement had no samples, or a workload is unknown."""
+
+
+class IllegalTransition(MlsupError):
+    """A lifecycle event that cannot happen in a supervised model's state: a bug in the
+    supervisor, never the result of user input (the message names the state and the event)."""
+
+
+class InvalidRequest(ConfigError):
+    """A request to a feature runner (``mlsup.service``) is malformed; it answers 422 and
+    changes nothing."""
+
+
+class FallbackExhausted(ModelError):
+    """Every tier of a :class:`~mlsup.service.fallback.FallbackChain` failed for now.
+
+    ``causes`` lists ``(tier, error)`` in the order tried; the message names each. Retryable:
+    every cause was a "not now" error (a bad input fails at once, without falling back).
+    """
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        causes: list[tuple[str, BaseException]] | None = None,
+        **context: Any,
+    ) -> None:
+        super().__init__(message, **context)
+        self.causes: list[tuple[str, BaseException]] = list(causes or [])
+
+
+class ServiceNotFound(ConfigError):
+    """No feature, or no service of a feature, of that id in the services registry.
+
+    The message lists the known ids and the root that was searched; context names
+    ``feature`` and ``service``.
+    """
+
+
 class Interrupt(BaseException):
     """Cooperative cancellation that an ``except Exception`` must not swallow."""
 
@@ -268,6 +354,15 @@ _BY_NAME: dict[str, type[MlsupError]] = {
         WorkerCrashed,
         Preempted,
         ModelFailed,
+        InvalidArgument,
+        CannotListen,
+        NoWorkerLog,
+        UsageError,
+        BenchmarkError,
+        IllegalTransition,
+        FallbackExhausted,
+        InvalidRequest,
+        ServiceNotFound,
     )
 }
 
@@ -292,6 +387,20 @@ def error_from_wire(data: object) -> MlsupError:
         context = {**context, "remote_type": name if isinstance(name, str) else "?"}
         return RemoteError(message, **context)
     return cls(message, **context)
+
+
+# --- The HTTP gateway ------------------------------------------------------------------------
+
+
+class UnsupportedOperation(ModelError):
+    """The model's kind does not offer the operation; the message names the kinds that do."""
+
+
+class QueueFull(ModelError):
+    """The model already has as many requests in flight and waiting as it may; retry later."""
+
+
+_BY_NAME.update({cls.__name__: cls for cls in (UnsupportedOperation, QueueFull)})
 
 
 # -- Job queues ----------------------------------------------------------------------------------

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from mlsup.testing.loaders import register_probe
 from mlsup.testing.redis import TestRedis, test_redis
+
+# The probe loader is no production entry point: the suite names it for itself and for every
+# supervisor and worker it starts (they inherit the environment).
+register_probe()
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "bench",
         help="measure mlsup against in-process and raw baselines",
         description=(
-            "Run benchmark suites. Each row compares mlsup's path with the best alternative "
+            "Run benchmark suites. Each row compares mlsup's path with the best alternative\n"
             "measured in the same run, and says whether the target was met."
         ),
+        epilog=(
+            "examples:\n"
+            "  mlsup bench --report benchmarks/report       # every suite, with charts\n"
+            "  mlsup bench proxy load --quick --json out.json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "suites",

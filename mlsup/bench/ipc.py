@@ -27,6 +27,7 @@ import psutil
 import zmq
 
 from mlsup.bench.rows import Row, percentile
+from mlsup.errors import BenchmarkError
 from mlsup.ipc.client import Client
 from mlsup.ipc.shm import ShmPool
 
@@ -56,7 +57,7 @@ def peer_process(mode: str, directory: Path) -> Iterator[tuple[str, psutil.Proce
     try:
         assert process.stdout is not None
         if process.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"benchmark peer {mode} did not start")
+            raise BenchmarkError(f"benchmark peer {mode} did not start")
         yield endpoint, psutil.Process(process.pid)
     finally:
         process.terminate()

@@ -21,6 +21,7 @@ import uuid
 import redis.asyncio as aioredis
 
 from mlsup.bench.rows import Row, percentile
+from mlsup.errors import BenchmarkError
 from mlsup.kit.leases import GPUBoss, LeaseTiming
 from mlsup.testing.redis import TestRedis, test_redis
 
@@ -103,7 +104,7 @@ def _contention_per_s(url: str, prefix: str, cycles: int) -> float:
     failed = [proc.wait() for proc in procs]
     elapsed = time.perf_counter() - start
     if any(failed):
-        raise RuntimeError(f"a contender failed: exit codes {failed}")
+        raise BenchmarkError(f"a contender failed: exit codes {failed}")
     return CONTENDERS * cycles / elapsed
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from mlsup.bench.rows import Row, gpu_count, not_run, percentile
 from mlsup.bench.supervised import phases, probe_model, supervisor
 from mlsup.bench.workloads import WORKLOADS, Workload
+from mlsup.errors import BenchmarkError
 
 __all__ = ["run"]
 
@@ -53,7 +54,7 @@ def _fresh_python(workload: Workload) -> float:
     line = process.stdout.readline().strip()
     elapsed = time.monotonic() - started
     if process.wait(60) != 0 or line != "done":
-        raise RuntimeError(f"the fresh-Python load of {workload.kind} failed")
+        raise BenchmarkError(f"the fresh-Python load of {workload.kind} failed")
     return elapsed
 
 
@@ -119,10 +120,10 @@ def _start_ms(context: Any, repeat: int) -> list[float]:
 
 
 def _warm_start_rows(repeat: int) -> list[Row]:
-    from mlsup.supervisor.daemon import _ALWAYS_PRELOAD
+    from mlsup.supervisor.template import ALWAYS_PRELOAD
 
     template = multiprocessing.get_context("forkserver")
-    template.set_forkserver_preload([*_ALWAYS_PRELOAD, "mlsup.bench.load"])
+    template.set_forkserver_preload([*ALWAYS_PRELOAD, "mlsup.bench.load"])
     _start_ms(template, 1)  # start the template itself (the supervisor does so at start)
     warm = _start_ms(template, repeat)
     plain = _start_ms(multiprocessing.get_context("spawn"), max(3, repeat // 4))

@@ -24,7 +24,7 @@ from typing import Any
 from mlsup.bench.rows import Row, not_run
 from mlsup.bench.supervised import probe_model, supervisor
 from mlsup.defaults import LEASE_RENEW_INTERVAL_S
-from mlsup.errors import MlsupError
+from mlsup.errors import BenchmarkError, MlsupError
 
 __all__ = ["run"]
 
@@ -42,7 +42,7 @@ def _until(predicate: Any, timeout: float = 30) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
         if time.monotonic() > deadline:
-            raise TimeoutError("the supervisor never got there")
+            raise BenchmarkError(f"the supervisor did not get there within {timeout:g} s")
         time.sleep(0.002)
     return value
 

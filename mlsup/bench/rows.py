@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mlsup.errors import BenchmarkError
+
 __all__ = [
     "Row",
     "format_table",
@@ -75,7 +77,7 @@ def not_run(suite: str, name: str, unit: str, why: str) -> Row:
 def percentile(samples: Sequence[float], q: float) -> float:
     """The q-th percentile (0-100) of samples, by linear interpolation."""
     if not samples:
-        raise ValueError("no samples")
+        raise BenchmarkError("no samples to take a percentile of")
     if len(samples) == 1:
         return samples[0]
     cuts = statistics.quantiles(samples, n=1000, method="inclusive")

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from mlsup.errors import BenchmarkError
+
 __all__ = ["WORKLOADS", "Workload", "by_kind"]
 
 _SENTENCES = ["A cat sits on the mat.", "A kitten rests on a rug.", "Stocks fell today."]
@@ -89,11 +91,11 @@ WORKLOADS: tuple[Workload, ...] = (
 
 
 def by_kind(kind: str) -> Workload:
-    """The workload named kind; KeyError naming the known ones otherwise."""
+    """The workload named kind; BenchmarkError naming the known ones otherwise."""
     for workload in WORKLOADS:
         if workload.kind == kind:
             return workload
-    raise KeyError(f"no workload {kind!r}; known: {', '.join(w.kind for w in WORKLOADS)}")
+    raise BenchmarkError(f"no workload {kind!r}; known: {', '.join(w.kind for w in WORKLOADS)}")
 
 
 def _fresh_python(kind: str) -> None:

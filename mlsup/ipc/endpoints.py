@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import zmq
 
 from mlsup import defaults
-from mlsup.errors import ConfigError, MlsupError
+from mlsup.errors import CannotListen, ConfigError
 from mlsup.runtime import ENV_RUNTIME_DIR, ensure_runtime_dir
 
 __all__ = ["bind_router", "check_endpoint", "close_router", "ipc_endpoint", "ipc_path"]
@@ -77,7 +77,7 @@ def bind_router(context: zmq.Context[SocketT], endpoint: str) -> SocketT:
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
         sock.close(linger=0)
-        raise MlsupError(f"cannot listen on {endpoint}: {exc}", endpoint=endpoint) from exc
+        raise CannotListen(f"cannot listen on {endpoint}: {exc}", endpoint=endpoint) from exc
     path = ipc_path(endpoint)
     if path is not None:
         path.chmod(0o600)

@@ -1,24 +1,11 @@
-"""Whether a peer process still runs (callers of a worker watch it while they wait)."""
+"""Whether a peer process still runs (callers of a worker watch it while they wait).
+
+The check lives in :mod:`mlsup.process_identity`, with the other questions about processes;
+it is importable here too, where the transport's callers have always found it.
+"""
 
 from __future__ import annotations
 
-import os
+from mlsup.process_identity import process_alive
 
 __all__ = ["process_alive"]
-
-
-def process_alive(pid: int) -> bool:
-    """Whether pid runs: a zombie (ended, not yet reaped by its parent) does not count."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except (OSError, IndexError):
-        return True  # no /proc to ask: kill(0) said it exists

@@ -24,23 +24,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 from mlsup import defaults
 from mlsup.errors import ProtocolError
 from mlsup.ipc.wire import SEGMENT_NAME
+from mlsup.process_identity import ProcessIdentity, same_process
 
-__all__ = ["AttachCache", "Segment", "ShmPool", "process_start_token", "sweep_orphans"]
+__all__ = ["AttachCache", "Segment", "ShmPool", "sweep_orphans"]
 
 SHM_DIR = Path("/dev/shm")
 _PAGE = mmap.PAGESIZE
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
-
-
-def process_start_token(pid: int | None = None) -> str:
-    """The start time of process pid (default: this one) in centiseconds, as hex."""
-    process = psutil.Process(pid)
-    return format(int(process.create_time() * 100), "x")
 
 
 def _size_class(nbytes: int) -> int:
@@ -100,7 +93,7 @@ class ShmPool:
     ) -> None:
         self._keep_bytes = keep_bytes
         self._max_bytes = max_bytes
-        self._start_token = process_start_token()
+        self._start_token = ProcessIdentity.current().token
         self._lock = threading.Lock()
         self._free: dict[int, list[Segment]] = {}
         self._free_bytes = 0
@@ -256,17 +249,6 @@ def _attach(name: str) -> mmap.mmap:
         os.close(fd)
 
 
-def _creator_alive(pid: int, start_token: str) -> bool:
-    try:
-        start = int(process_start_token(pid), 16)
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
-    except psutil.AccessDenied:
-        return True  # someone else's live process: not ours to judge
-    # create_time is derived from clock ticks; allow a tick of rounding either way.
-    return abs(start - int(start_token, 16)) <= 1
-
-
 def sweep_orphans(directory: Path = SHM_DIR) -> list[str]:
     """Unlink this user's mlsup segments whose creator is dead; returns their names."""
     removed = []
@@ -284,7 +266,7 @@ def sweep_orphans(directory: Path = SHM_DIR) -> list[str]:
                 continue
         except FileNotFoundError:
             continue
-        if _creator_alive(int(match.group(1)), match.group(2)):
+        if same_process(int(match.group(1)), match.group(2)):
             continue
         with contextlib.suppress(FileNotFoundError):
             _posixshmem.shm_unlink("/" + entry.name)

@@ -1,6 +1,6 @@
 """The model manifest: ``mlsup.toml`` parsed into frozen, validated, plain-data dataclasses.
 
-Shape (see ARCHITECTURE.md)::
+Shape (see docs/architecture.md, "Where things live")::
 
     models_dir = "~/models"            # relative model paths resolve here; default: the file's dir
     [redis]                            # optional: url (absent: embedded Redis), prefix
@@ -9,9 +9,11 @@ Shape (see ARCHITECTURE.md)::
                                        # preload, options
 
 Every validation error is a :class:`~mlsup.errors.ConfigError` whose context names the
-``file``, the ``model`` and the ``field``. Paths are resolved here, once; nothing is downloaded.
-A :class:`ModelSpec` crosses to worker processes as msgpack through :meth:`ModelSpec.to_dict` /
-:meth:`ModelSpec.from_dict` (which validates again: the receiver trusts no one).
+``file``, the ``model`` and the ``field`` (the schema and the error wording live in
+:mod:`mlsup.kit.manifest_schema`; unknown keys are errors). Paths are resolved here, once;
+nothing is downloaded. A :class:`ModelSpec` crosses to worker processes as msgpack through
+:meth:`ModelSpec.to_dict` / :meth:`ModelSpec.from_dict` (which validates again: the receiver
+trusts no one).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 from mlsup.defaults import IDLE_TIMEOUT_S
 from mlsup.errors import ConfigError, ModelNotFound
+from mlsup.kit.manifest_schema import PRIORITIES, ConfigFile, ModelTable, Where, validate
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,9 +46,6 @@ __all__ = [
 
 #: Environment variable naming the configuration file.
 CONFIG_ENV = "MLSUP_CONFIG"
-#: Priority names, lowest first (the lease layer's ``Priority`` has the same members).
-PRIORITIES = ("low", "normal", "high", "critical")
-_MODEL_KEYS = {"loader", "path", "vram_mb", "priority", "idle_timeout_s", "preload", "options"}
 _PLAIN_SCALARS = (str, int, float, bool)
 
 
@@ -84,7 +84,7 @@ class ModelSpec:
             "priority": self.priority,
             "idle_timeout_s": self.idle_timeout_s,
             "preload": self.preload,
-            "options": _plain(dict(self.options), _Where("<spec>", self.id, "options")),
+            "options": _plain(dict(self.options), Where("<spec>", self.id, "options")),
         }
 
     @classmethod
@@ -97,7 +97,7 @@ class ModelSpec:
             raise ConfigError(f"{source}: spec without an id", file=source, field="id")
         path = data.get("path")
         if not isinstance(path, str) or not os.path.isabs(path):
-            where = _Where(source, model_id, "path")
+            where = Where(source, model_id, "path")
             raise where.error("must be an absolute path string")
         table = {k: v for k, v in data.items() if k not in ("id", "path") and v is not None}
         return _model_spec(model_id, {**table, "path": path}, Path("/"), source)
@@ -114,6 +114,12 @@ class Manifest:
     models: Mapping[str, ModelSpec] = field(default_factory=dict)
     #: The ``[supervisor]`` table, as plain data: the supervisor validates its own settings.
     supervisor: Mapping[str, Any] = field(default_factory=dict)
+    #: The ``[http]`` table (None when absent), as plain data: the gateway validates it.
+    http: Mapping[str, Any] | None = None
+    #: The ``[queues.<name>]`` tables (None when absent): the queue runner validates them.
+    queues: Mapping[str, Mapping[str, Any]] | None = None
+    #: Where the service registry looks for ``services.yaml`` files; it validates the value.
+    services_root: str | None = None
 
     def model(self, model_id: str) -> ModelSpec:
         """The spec of ``model_id``; ModelNotFound listing the known ids otherwise."""
@@ -147,93 +153,44 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
 
 def parse_manifest(data: Mapping[str, Any], *, source: str, base_dir: Path) -> Manifest:
     """Validate parsed TOML; relative ``models_dir`` resolves against ``base_dir``."""
-    models_dir_raw = data.get("models_dir", ".")
-    if not isinstance(models_dir_raw, str):
-        raise _Where(source, None, "models_dir").error("must be a string")
-    models_dir = (base_dir / Path(models_dir_raw).expanduser()).resolve()
-    models = data.get("models", {})
-    if not isinstance(models, Mapping):
-        raise _Where(source, None, "models").error("must be a table of [models.<id>] tables")
+    top = validate(data, ConfigFile, source, None)
+    models_dir = (base_dir / Path(top.models_dir).expanduser()).resolve()
     specs = {}
-    for model_id, table in models.items():
-        if not isinstance(table, Mapping):
-            raise _Where(source, model_id, None).error("must be a table")
+    for model_id, table in top.models.items():
         specs[model_id] = _model_spec(model_id, table, models_dir, source)
     return Manifest(
         source=source,
         models_dir=models_dir,
-        redis=_redis(data.get("redis", {}), source),
-        devices=_devices(data.get("devices", []), source),
+        redis=RedisSettings(url=top.redis.url, prefix=top.redis.prefix),
+        devices=tuple(
+            _plain(d, Where(source, None, f"devices[{i}]")) for i, d in enumerate(top.devices)
+        ),
         models=specs,
-        supervisor=_table(data.get("supervisor", {}), source, "supervisor"),
+        supervisor=top.supervisor,
+        http=top.http,
+        queues=top.queues,
+        services_root=top.services_root,
     )
-
-
-def _table(value: Any, source: str, name: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise _Where(source, None, name).error(f"must be a [{name}] table")
-    return dict(value)
-
-
-@dataclass(frozen=True)
-class _Where:
-    file: str
-    model: str | None
-    field: str | None
-
-    def error(self, problem: str) -> ConfigError:
-        parts = [self.file]
-        if self.model is not None:
-            parts.append(f"[models.{self.model}]")
-        if self.field is not None:
-            parts.append(self.field)
-        return ConfigError(
-            f"{': '.join(parts)}: {problem}", file=self.file, model=self.model, field=self.field
-        )
 
 
 def _model_spec(
     model_id: str, table: Mapping[str, Any], models_dir: Path, source: str
 ) -> ModelSpec:
-    def where(name: str) -> _Where:
-        return _Where(source, model_id, name)
-
-    unknown = sorted(set(table) - _MODEL_KEYS)
-    if unknown:
-        raise where(unknown[0]).error(
-            f"unknown key; a model takes {', '.join(sorted(_MODEL_KEYS))}"
-        )
-    loader = _require(table, "loader", str, where("loader"))
-    _check_loader(loader, where("loader"))
-    raw_path = _require(table, "path", str, where("path"))
-    vram_mb = table.get("vram_mb")
-    if vram_mb is not None and (not _is_int(vram_mb) or vram_mb <= 0):
-        raise where("vram_mb").error(f"must be a positive integer (MB), not {vram_mb!r}")
-    priority = table.get("priority", "normal")
-    if priority not in PRIORITIES:
-        raise where("priority").error(f"must be one of {', '.join(PRIORITIES)}, not {priority!r}")
-    idle = table.get("idle_timeout_s", IDLE_TIMEOUT_S)
-    if not _is_number(idle) or idle < 0:
-        raise where("idle_timeout_s").error(f"must be a number ≥ 0 (seconds), not {idle!r}")
-    preload = table.get("preload", False)
-    if not isinstance(preload, bool):
-        raise where("preload").error(f"must be true or false, not {preload!r}")
-    options = table.get("options", {})
-    if not isinstance(options, Mapping):
-        raise where("options").error("must be a table")
+    model = validate(table, ModelTable, source, model_id)
+    _check_loader(model.loader, Where(source, model_id, "loader"))
     return ModelSpec(
         id=model_id,
-        loader=loader,
-        path=str(models_dir / Path(raw_path).expanduser()),
-        vram_mb=vram_mb,
-        priority=priority,
-        idle_timeout_s=float(idle),
-        preload=preload,
-        options=_plain(dict(options), where("options")),
+        loader=model.loader,
+        path=str(models_dir / Path(model.path).expanduser()),
+        vram_mb=model.vram_mb,
+        priority=model.priority,
+        idle_timeout_s=float(model.idle_timeout_s),
+        preload=model.preload,
+        options=_plain(model.options, Where(source, model_id, "options")),
     )
 
 
-def _check_loader(name: str, where: _Where) -> None:
+def _check_loader(name: str, where: Where) -> None:
     from mlsup.kit.loaders.registry import loader_names
 
     names = loader_names()
@@ -241,35 +198,7 @@ def _check_loader(name: str, where: _Where) -> None:
         raise where.error(f"unknown loader {name!r}; known loaders: {', '.join(names)}")
 
 
-def _redis(table: Any, source: str) -> RedisSettings:
-    if not isinstance(table, Mapping):
-        raise _Where(source, None, "redis").error("must be a table")
-    url, prefix = table.get("url"), table.get("prefix", "")
-    if url is not None and not isinstance(url, str):
-        raise _Where(source, None, "redis.url").error("must be a string")
-    if not isinstance(prefix, str):
-        raise _Where(source, None, "redis.prefix").error("must be a string")
-    return RedisSettings(url=url, prefix=prefix)
-
-
-def _devices(value: Any, source: str) -> tuple[Mapping[str, Any], ...]:
-    if not isinstance(value, list) or not all(isinstance(d, Mapping) for d in value):
-        raise _Where(source, None, "devices").error("must be an array of [[devices]] tables")
-    return tuple(
-        _plain(dict(d), _Where(source, None, f"devices[{i}]")) for i, d in enumerate(value)
-    )
-
-
-def _require(table: Mapping[str, Any], key: str, kind: type, where: _Where) -> Any:
-    value = table.get(key)
-    if value is None:
-        raise where.error("is required")
-    if not isinstance(value, kind) or (kind is str and not value):
-        raise where.error(f"must be a non-empty {kind.__name__}, not {value!r}")
-    return value
-
-
-def _plain(value: Any, where: _Where) -> Any:
+def _plain(value: Any, where: Where) -> Any:
     """Check that ``value`` is plain data (msgpack-safe); TOML dates and times are not."""
     if isinstance(value, Mapping):
         if not all(isinstance(k, str) for k in value):
@@ -280,11 +209,3 @@ def _plain(value: Any, where: _Where) -> Any:
     if value is None or isinstance(value, _PLAIN_SCALARS):
         return value
     raise where.error(f"holds {type(value).__name__} {value!r}; use strings, numbers, booleans")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -8,33 +8,46 @@ report. The worker then:
    its output to the model's log file, and pins itself to the leased GPU;
 2. loads the model, reporting progress to the supervisor's control socket;
 3. binds its own socket and reports READY with the memory it measured;
-4. serves requests one at a time, and heartbeats (busy/idle, requests, memory);
+4. serves requests one at a time, and heartbeats (busy/idle, requests served, memory): once
+   per interval, and soon after each request, so that ``mlsup status`` counts what it served;
 5. on SIGTERM finishes the request in hand and exits; on out-of-memory reports it and exits
-   with :data:`EXIT_OOM`; when the supervisor is gone, exits.
+   with :attr:`~mlsup.contracts.WorkerExit.OOM`; when the supervisor is gone, exits.
+
+What it is started with and what it reports are the typed messages of :mod:`mlsup.contracts`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import psutil
 
 from mlsup import defaults
-from mlsup.errors import MlsupError, ModelOOM, TransportError
+from mlsup.contracts import (
+    FailureKind,
+    WorkerConfig,
+    WorkerExit,
+    WorkerFailed,
+    WorkerHeartbeat,
+    WorkerProgress,
+    WorkerReady,
+    from_wire,
+    to_wire,
+)
+from mlsup.errors import MlsupError, ModelOOM, ProtocolError, TransportError
+from mlsup.kit.load_progress import LoadMeter, LoadProgress, report_while
+from mlsup.process_identity import process_alive
 
-__all__ = ["EXIT_LOAD_ERROR", "EXIT_OOM", "OPERATIONS", "STREAMING", "run_worker"]
-
-#: Exit status of a worker whose model could not be loaded (bad file, missing runtime).
-EXIT_LOAD_ERROR = 3
-#: Exit status of a worker that ran out of device memory.
-EXIT_OOM = 4
+__all__ = ["OPERATIONS", "STREAMING", "run_worker"]
 
 #: Methods of loaded models that a worker serves, when the model has them.
 OPERATIONS = (
@@ -60,36 +73,53 @@ def _memory_mb() -> int:
 
 
 class _Worker:
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: WorkerConfig) -> None:
         from mlsup.ipc.client import Client
 
         self.config = config
-        self.model_id: str = config["model"]["id"]
         self.identity = {
-            "model": self.model_id,
-            "generation": config["generation"],
-            "token": config["token"],
+            "model": config.model_id,
+            "generation": config.generation,
+            "token": config.token,
         }
-        self.control = Client(config["control"], timeout=defaults.CONTROL_TIMEOUT_S)
-        self.supervisor_pid: int = config["supervisor_pid"]
-        self.requests = 0
+        self.control = Client(config.control, timeout=defaults.CONTROL_TIMEOUT_S)
+        self.requests = 0  #: calls served so far
         self.busy = False
         self.last_request = time.monotonic()
+        self.served = threading.Event()  #: set after each call: heartbeat soon
         self.oom: ModelOOM | None = None
         self.server: Any = None
 
-    def report(self, op: str, **facts: Any) -> Any:
-        return self.control.call(op, {**self.identity, **facts})
+    def report(self, op: str, shape: type[msgspec.Struct], **facts: Any) -> Any:
+        message = shape(**self.identity, **facts)
+        return self.control.call(op, to_wire(message))
 
     def load(self) -> tuple[Any, Any]:
         from mlsup.kit.loaders import get_loader
         from mlsup.kit.manifest import ModelSpec
 
-        spec = ModelSpec.from_dict(self.config["model"], source="supervisor")
-        self.report("worker.progress", stage=f"loading {spec.path} with {spec.loader}")
+        spec = ModelSpec.from_dict(self.config.model, source="supervisor")
+        stage = f"loading {spec.path} with {spec.loader}"
+        meter = LoadMeter(spec.path)
+
+        def progress(done: LoadProgress) -> None:
+            with contextlib.suppress(MlsupError):  # a missed report only delays the bar
+                self.report(
+                    "worker.progress",
+                    WorkerProgress,
+                    stage=stage,
+                    bytes_read=done.read,
+                    bytes_total=done.total,
+                )
+
+        progress(LoadProgress(0, meter.total))
         loader = get_loader(spec.loader)()
         options = dict(spec.options)
-        return loader, loader.load(spec, **options)
+        stop_reports = report_while(meter, progress)
+        try:
+            return loader, loader.load(spec, **options)
+        finally:
+            stop_reports()
 
     def handler(self, method: Callable[..., Any], stream: bool) -> Callable[[Any], Any]:
         def handle(args: Any) -> Any:
@@ -97,7 +127,6 @@ class _Worker:
             if stream:
                 keywords["stream"] = True
             self.busy = True
-            self.requests += 1
             try:
                 return method(*positional, **keywords)
             except ModelOOM as exc:
@@ -106,21 +135,30 @@ class _Worker:
                 self.server.stop(timeout=0)
                 raise
             finally:
+                # Counted before the reply is sent: a caller that got its answer and then
+                # asks the supervisor sees its call counted once this heartbeat lands.
+                self.requests += 1
                 self.busy = False
                 self.last_request = time.monotonic()
+                self.served.set()
 
         return handle
 
     def heartbeat_forever(self, stop: threading.Event) -> None:
-        interval = self.config.get("heartbeat_s", defaults.HEARTBEAT_INTERVAL_S)
-        while not stop.wait(interval):
-            if not psutil.pid_exists(self.supervisor_pid):
+        """Report every ``heartbeat_s``, and soon after a call (coalescing bursts)."""
+        while not stop.is_set():
+            self.served.wait(self.config.heartbeat_s)
+            self.served.clear()
+            if stop.is_set():
+                return
+            if not process_alive(self.config.supervisor_pid):
                 print("supervisor is gone; exiting", flush=True)
                 self.server.stop(timeout=0)
                 return
             try:
                 self.report(
                     "worker.heartbeat",
+                    WorkerHeartbeat,
                     busy=self.busy,
                     requests=self.requests,
                     idle_s=time.monotonic() - self.last_request,
@@ -132,6 +170,7 @@ class _Worker:
                 print(f"supervisor refused heartbeat: {exc}; exiting", flush=True)
                 self.server.stop(timeout=0)
                 return
+            stop.wait(defaults.HEARTBEAT_NUDGE_MIN_S)  # under load, not one report per call
 
 
 def _call_arguments(args: Any) -> tuple[list[Any], dict[str, Any]]:
@@ -142,40 +181,42 @@ def _call_arguments(args: Any) -> tuple[list[Any], dict[str, Any]]:
     positional = args.get("args", [])
     keywords = args.get("kwargs", {})
     if not isinstance(positional, list) or not isinstance(keywords, dict):
-        raise MlsupError("call arguments must be {'args': [...], 'kwargs': {...}}")
+        raise ProtocolError("call arguments must be {'args': [...], 'kwargs': {...}}")
     return positional, dict(keywords)
 
 
-def _prepare_process(config: Mapping[str, Any]) -> None:
+def _prepare_process(config: WorkerConfig) -> None:
     os.setsid()  # our own process group: the supervisor terminates all of it at once
-    log = os.open(config["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log = os.open(config.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-    os.environ.update(config.get("env", {}))
+    os.environ.update(config.env)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
 
 
-def run_worker(config: dict[str, Any]) -> None:
-    """Entry point of a worker process; exits the process when done."""
+def run_worker(data: dict[str, Any]) -> None:
+    """Entry point of a worker process, started with a :class:`~mlsup.contracts.WorkerConfig`
+    as plain data; exits the process when done."""
     from mlsup.ipc.server import Server
 
+    config = from_wire(data, WorkerConfig, what="worker config")
     _prepare_process(config)
-    print(f"worker {os.getpid()} for {config['model']['id']} (generation {config['generation']})")
+    print(f"worker {os.getpid()} for {config.model_id} (generation {config.generation})")
     worker = _Worker(config)
     started = time.monotonic()
     try:
         loader, model = worker.load()
     except ModelOOM as exc:
-        _report_failure(worker, "oom", exc)
-        os._exit(EXIT_OOM)
+        _report_failure(worker, FailureKind.OOM, exc)
+        os._exit(WorkerExit.OOM)
     except Exception as exc:  # noqa: BLE001 - anything a loader raises ends this worker
-        _report_failure(worker, "load", exc)
-        os._exit(EXIT_LOAD_ERROR)
+        _report_failure(worker, FailureKind.LOAD, exc)
+        os._exit(WorkerExit.LOAD_ERROR)
 
-    server = Server(config["endpoint"])
+    server = Server(config.endpoint)
     worker.server = server
     served = []
     for name in OPERATIONS:
@@ -191,6 +232,7 @@ def run_worker(config: dict[str, Any]) -> None:
     load_s = time.monotonic() - started
     worker.report(
         "worker.ready",
+        WorkerReady,
         endpoint=server.endpoint,
         pid=os.getpid(),
         memory_mb=_memory_mb(),
@@ -198,7 +240,7 @@ def run_worker(config: dict[str, Any]) -> None:
         load_s=load_s,
     )
     print(f"ready in {load_s:.2f} s on {server.endpoint}; serves {', '.join(served)}", flush=True)
-    stop_heartbeat = threading.Event()
+    stop_heartbeat = threading.Event()  # with worker.served set too, to wake it
     heartbeat = threading.Thread(
         target=worker.heartbeat_forever, args=(stop_heartbeat,), daemon=True
     )
@@ -207,20 +249,23 @@ def run_worker(config: dict[str, Any]) -> None:
         server.serve()
     finally:
         stop_heartbeat.set()
+        worker.served.set()
         server.close()
         loader.unload()
     if worker.oom is not None:
-        _report_failure(worker, "oom", worker.oom)
-        os._exit(EXIT_OOM)
+        _report_failure(worker, FailureKind.OOM, worker.oom)
+        os._exit(WorkerExit.OOM)
     print("stopped", flush=True)
     worker.control.close()
-    os._exit(0)
+    os._exit(WorkerExit.OK)
 
 
-def _report_failure(worker: _Worker, kind: str, exc: BaseException) -> None:
+def _report_failure(worker: _Worker, kind: FailureKind, exc: BaseException) -> None:
     traceback.print_exception(exc)
     try:
-        worker.report("worker.failed", kind=kind, message=str(exc), memory_mb=_memory_mb())
+        worker.report(
+            "worker.failed", WorkerFailed, kind=kind, message=str(exc), memory_mb=_memory_mb()
+        )
     except MlsupError as report_error:
         print(f"could not report the failure: {report_error}", flush=True)
     worker.control.close()

@@ -17,7 +17,6 @@ runs.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,7 @@ from typing import Any
 
 from mlsup import defaults
 from mlsup.errors import ConfigError
-from mlsup.kit.manifest import Manifest, ModelSpec, parse_manifest
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from mlsup.kit.manifest import Manifest, ModelSpec, load_manifest
 
 __all__ = [
     "ALL_OPERATIONS",
@@ -103,16 +97,9 @@ def queue_prefix(redis_prefix: str) -> str:
 
 
 def load_queues(path: str | Path) -> tuple[Manifest, dict[str, QueueSpec]]:
-    """Read ``mlsup.toml`` once: its manifest and its queues."""
-    file = Path(path).expanduser()
-    try:
-        tables = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {file}: {exc.strerror}", file=str(file)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file} is not valid TOML: {exc}", file=str(file)) from exc
-    manifest = parse_manifest(tables, source=str(file), base_dir=file.resolve().parent)
-    return manifest, parse_queues(tables, manifest)
+    """Read ``mlsup.toml``: its manifest and its queues."""
+    manifest = load_manifest(path)
+    return manifest, parse_queues({"queues": manifest.queues or {}}, manifest)
 
 
 def parse_queues(tables: Mapping[str, Any], manifest: Manifest) -> dict[str, QueueSpec]:

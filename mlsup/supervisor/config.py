@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import psutil
+import msgspec
 
 from mlsup import defaults
-from mlsup.errors import ConfigError
 from mlsup.kit.manifest import CONFIG_ENV, Manifest, load_manifest
+from mlsup.kit.manifest_schema import validate
 from mlsup.kit.redis_url import ENV_REDIS_URL
 from mlsup.runtime import CONTROL_SOCKET, ensure_runtime_dir, runtime_dir
 
@@ -74,44 +74,39 @@ def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
     return Path(DEFAULT_CONFIG)
 
 
-@dataclass(frozen=True)
-class SupervisorSettings:
+_Seconds = Annotated[float, msgspec.Meta(ge=0)]
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class SupervisorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The ``[supervisor]`` table: timings of the worker lifecycle (defaults.py documents each)."""
 
-    restart_backoff_initial_s: float = defaults.RESTART_BACKOFF_INITIAL_S
-    restart_backoff_factor: float = defaults.RESTART_BACKOFF_FACTOR
-    restart_backoff_max_s: float = defaults.RESTART_BACKOFF_MAX_S
-    restart_max_crashes: int = defaults.RESTART_MAX_CRASHES
-    restart_window_s: float = defaults.RESTART_WINDOW_S
-    terminate_grace_s: float = defaults.TERMINATE_GRACE_S
-    heartbeat_s: float = defaults.HEARTBEAT_INTERVAL_S
-    load_stall_timeout_s: float = defaults.LOAD_STALL_TIMEOUT_S
-    lease_acquire_timeout_s: float = defaults.LEASE_ACQUIRE_TIMEOUT_S
+    restart_backoff_initial_s: _Seconds = defaults.RESTART_BACKOFF_INITIAL_S
+    restart_backoff_factor: Annotated[float, msgspec.Meta(ge=1)] = defaults.RESTART_BACKOFF_FACTOR
+    restart_backoff_max_s: _Seconds = defaults.RESTART_BACKOFF_MAX_S
+    restart_max_crashes: _Count = defaults.RESTART_MAX_CRASHES
+    restart_window_s: _Seconds = defaults.RESTART_WINDOW_S
+    terminate_grace_s: _Seconds = defaults.TERMINATE_GRACE_S
+    heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = defaults.HEARTBEAT_INTERVAL_S
+    load_stall_timeout_s: _Seconds = defaults.LOAD_STALL_TIMEOUT_S
+    lease_acquire_timeout_s: _Seconds = defaults.LEASE_ACQUIRE_TIMEOUT_S
 
     @classmethod
     def parse(cls, table: Mapping[str, Any], source: str) -> SupervisorSettings:
         """Validate the table; ConfigError naming the file and the field otherwise."""
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in table.items():
-            spec = known.get(key)
-            if spec is None:
-                raise ConfigError(
-                    f"{source}: [supervisor] has no setting {key!r}; known: {', '.join(known)}",
-                    file=source,
-                    field=f"supervisor.{key}",
-                )
-            integral = spec.type == "int"
-            valid = isinstance(value, int) if integral else isinstance(value, (int, float))
-            if isinstance(value, bool) or not valid or value < 0:
-                kind = "a non-negative integer" if integral else "a non-negative number"
-                raise ConfigError(
-                    f"{source}: [supervisor] {key} must be {kind}, not {value!r}",
-                    file=source,
-                    field=f"supervisor.{key}",
-                )
-            values[key] = value
-        return cls(**values)
+        return validate(table, cls, source, None, table="supervisor", must=_MUST)
+
+
+#: What each setting must be, for the error that names it.
+_MUST = {
+    name: "must be a non-negative integer"
+    if name.endswith("crashes")
+    else "must be a non-negative number"
+    for name in SupervisorSettings.__struct_fields__
+} | {
+    "restart_backoff_factor": "must be a number ≥ 1",
+    "heartbeat_s": "must be a positive number (seconds)",
+}
 
 
 @dataclass(frozen=True)
@@ -141,11 +136,8 @@ class SupervisorConfig:
 def _devices(manifest: Manifest) -> list[dict[str, Any]]:
     if manifest.devices:
         return [dict(device) for device in manifest.devices]
-    from mlsup.kit.devices import discover_nvml
+    from mlsup.kit.devices import cpu_budget_devices, discover_nvml
 
     if discover_nvml():
         return []  # the boss discovers them itself
-    # No GPU and nothing configured: lease a share of host memory, so that models still queue
-    # and yield instead of swapping the machine to death.
-    budget = int(psutil.virtual_memory().total * defaults.CPU_BUDGET_FRACTION) >> 20
-    return [{"index": 0, "memory_mb": budget, "kind": "cpu"}]
+    return cpu_budget_devices()

@@ -1,10 +1,11 @@
 """The supervisor: leases VRAM, then runs one worker process per model, and keeps them alive.
 
-Everything here runs on one asyncio event loop. The lifecycle decisions are the pure table in
-:mod:`mlsup.supervisor.states` and the policy in :mod:`mlsup.supervisor.restart`; this module
-does the I/O around them: leases (:class:`~mlsup.kit.leases.GPUBoss`), processes
-(:class:`~mlsup.supervisor.process.WorkerProcess`), and the control plane
-(:class:`~mlsup.ipc.aserver.AsyncServer`), where both tools and workers talk to it.
+Everything here runs on one asyncio event loop, and every background task runs in the task
+group of :meth:`Supervisor.serve`: a bug in one ends the supervisor cleanly (every worker
+drained, every lease released) instead of being logged and forgotten. What to do about an
+event is decided by the pure :func:`mlsup.supervisor.decide.decide`; this module only executes
+its actions (:mod:`mlsup.supervisor.lifecycle`) and feeds it events: worker exits, preemption
+requests, housekeeping ticks.
 """
 
 from __future__ import annotations
@@ -16,19 +17,18 @@ import multiprocessing
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
-from multiprocessing import forkserver
 from typing import Any
 
 from mlsup import defaults
+from mlsup.contracts import ExitReason, ModelStatus, WorkerConfig, to_wire
 from mlsup.errors import (
     ConfigError,
     DeviceError,
     LeaseError,
     MlsupError,
-    ModelFailed,
     ModelLoadError,
-    Preempted,
     TransportError,
 )
 from mlsup.ipc.aserver import AsyncServer
@@ -36,30 +36,23 @@ from mlsup.ipc.shm import sweep_orphans
 from mlsup.kit.devices import DeviceKind, parse_devices
 from mlsup.kit.leases import GPUBoss, LeaseTiming, PreemptionRequest, Priority
 from mlsup.kit.loaders import get_loader
-from mlsup.kit.worker import EXIT_LOAD_ERROR, EXIT_OOM, run_worker
+from mlsup.kit.worker import run_worker
 from mlsup.supervisor.config import SupervisorConfig
 from mlsup.supervisor.control import ControlPlane
-from mlsup.supervisor.models import ModelRecord
+from mlsup.supervisor.decide import EventIn, Limits, PreemptionAsked, StopAsked, Tick, decide
+from mlsup.supervisor.lifecycle import Lifecycle
+from mlsup.supervisor.models import LastStop, ModelRecord
 from mlsup.supervisor.process import WorkerProcess
 from mlsup.supervisor.recovery import RunLock, WorkerRecord, reap_previous, write_state
 from mlsup.supervisor.restart import RestartPolicy
-from mlsup.supervisor.sidecars import Sidecars, SidecarSpec, raw_tables, sidecar_specs
+from mlsup.supervisor.sidecars import Sidecars, SidecarSpec, sidecar_specs
 from mlsup.supervisor.states import Event, ModelState
+from mlsup.supervisor.template import start_template
 
-__all__ = ["PRELOAD", "Supervisor"]
+__all__ = ["Supervisor"]
 
-#: Modules the worker template imports once, by loader: a worker start is then a fork.
-PRELOAD: dict[str, tuple[str, ...]] = {
-    "gguf": ("llama_cpp",),
-    "validated-llama": ("llama_cpp",),
-    "hf": ("torch", "transformers"),
-    "diffusers": ("torch", "diffusers", "transformers"),
-    "whisper": ("faster_whisper",),
-    "onnx": ("onnxruntime",),
-}
-_ALWAYS_PRELOAD = ("numpy", "psutil", "zmq", "msgpack", "mlsup.kit.worker", "mlsup.kit.loaders")
-#: How much to raise a model's estimate after it ran out of memory.
-OOM_GROWTH = 1.5
+_SETTLED = (ModelState.READY, ModelState.UNLOADED, ModelState.FAILED)
+_LEASE_FAILURES = (LeaseError, DeviceError, ModelLoadError, ConfigError, TransportError)
 
 
 class Supervisor:
@@ -75,11 +68,19 @@ class Supervisor:
         self.config = config
         self.paths = config.paths
         self.log = log
-        self.settings = config.settings
-        self.models = {
-            model_id: ModelRecord(spec, policy=self._restart_policy())
-            for model_id, spec in config.manifest.models.items()
-        }
+        self.settings = s = config.settings
+        self.limits = Limits(
+            restart=RestartPolicy(
+                initial_s=s.restart_backoff_initial_s,
+                factor=s.restart_backoff_factor,
+                max_s=s.restart_backoff_max_s,
+                max_crashes=s.restart_max_crashes,
+                window_s=s.restart_window_s,
+            ),
+            load_stall_timeout_s=s.load_stall_timeout_s,
+            terminate_grace_s=s.terminate_grace_s,
+        )
+        self.models = {mid: ModelRecord(spec) for mid, spec in config.manifest.models.items()}
         self._lock = RunLock(self.paths)
         self._embedded: Any = None
         self._boss: GPUBoss | None = None
@@ -87,19 +88,13 @@ class Supervisor:
         self._context = multiprocessing.get_context("forkserver")
         self._simulated: set[int] = set()
         self._stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._group: asyncio.TaskGroup | None = None
+        self.lifecycle = Lifecycle(self)
         if sidecars is None:  # None: what the configuration asks for (the [http] table...)
-            sidecars = sidecar_specs(config, raw_tables(config))
-        self.sidecars = Sidecars(sidecars, log=log, policy=self._restart_policy)
-
-    def _restart_policy(self) -> RestartPolicy:
-        s = self.settings
-        return RestartPolicy(
-            initial_s=s.restart_backoff_initial_s,
-            factor=s.restart_backoff_factor,
-            max_s=s.restart_backoff_max_s,
-            max_crashes=s.restart_max_crashes,
-            window_s=s.restart_window_s,
+            sidecars = sidecar_specs(config)
+        restart = self.limits.restart
+        self.sidecars = Sidecars(
+            sidecars, log=log, policy=lambda: dataclasses.replace(restart, _crashes=deque())
         )
 
     # -- start and stop -------------------------------------------------------------------------
@@ -110,7 +105,7 @@ class Supervisor:
         try:
             for line in reap_previous(self.paths):
                 self.log(f"recovery: {line}")
-            self.paths.logs.mkdir(mode=0o700, exist_ok=True)
+            self.paths.logs.mkdir(mode=defaults.RUNTIME_DIR_MODE, exist_ok=True)
             url, timing = self.config.redis_url, LeaseTiming()
             if url is None:
                 from mlsup.kit.embedded_redis import EmbeddedRedis
@@ -127,48 +122,45 @@ class Supervisor:
             prefix = self.config.manifest.redis.prefix
             self._boss = GPUBoss(url, prefix, devices, timing=timing)
             await self._boss.connect()
-            self._start_template()
+            start_template(self._context, (s.loader for s in self.config.manifest.models.values()))
             ControlPlane(self).register(self._server)
             self._server.bind()
         except BaseException:
             await self._close_resources()
             raise
-        for record in self.models.values():
-            if record.spec.preload:
-                await self.ensure(record.id, wait=False)
         gpus = ", ".join(f"{i}: {mb} MB" for i, mb in sorted(self._boss.capacities.items()))
         self.log(
             f"supervising {len(self.models)} model(s) on {gpus}; control {self._server.endpoint}"
         )
         await self.sidecars.start()
 
-    def _start_template(self) -> None:
-        modules = list(_ALWAYS_PRELOAD)
-        for spec in self.config.manifest.models.values():
-            modules.extend(m for m in PRELOAD.get(spec.loader, ()) if m not in modules)
-        self._context.set_forkserver_preload(modules)
-        forkserver.ensure_running()  # pay the imports now, not at the first load
-
     async def serve(self) -> None:
-        """Serve until :meth:`stop` (or SIGTERM/SIGINT), then shut down cleanly."""
+        """Serve until :meth:`stop` (or SIGTERM/SIGINT), then shut down cleanly.
+
+        Every background task runs in one task group: an unexpected error in any of them ends
+        serving (after the same clean shutdown) and is raised from here.
+        """
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
-        server = asyncio.ensure_future(self._server.serve())
-        housekeeping = asyncio.ensure_future(self._housekeeping())
         try:
-            await self._stopping.wait()
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                server = group.create_task(self._server.serve())
+                housekeeping = group.create_task(self._housekeeping())
+                for record in self.models.values():
+                    if record.spec.preload:
+                        await self.ensure(record.id, wait=False)
+                await self._stopping.wait()
+                housekeeping.cancel()
+                await self.shutdown()
+                server.cancel()
         finally:
+            self._group = None
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            housekeeping.cancel()
-            await self.shutdown()
-            server.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await server
+            await self.shutdown()  # after a failure above; nothing to do once drained
             await self._server.close()
-            with contextlib.suppress(asyncio.CancelledError):
-                await housekeeping
 
     def stop(self) -> None:
         """Ask :meth:`serve` to shut down."""
@@ -177,8 +169,12 @@ class Supervisor:
     async def shutdown(self) -> None:
         """Drain every model, release every lease, remove what we own."""
         await self.sidecars.stop()  # first: no new requests while the models drain
+        if self._boss is None:
+            return
         self.log("stopping: draining every model")
-        await asyncio.gather(*(self.drain(r, "supervisor stopped") for r in self.models.values()))
+        await asyncio.gather(
+            *(self.feed(r, StopAsked(ExitReason.SHUTDOWN)) for r in self.models.values())
+        )
         await self._close_resources()
 
     async def _close_resources(self) -> None:
@@ -199,16 +195,28 @@ class Supervisor:
             raise TransportError("the supervisor is not connected to Redis")
         return self._boss
 
-    # -- bringing models up ---------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run coro in the supervisor's task group."""
+        if self._group is None:
+            coro.close()
+            raise TransportError("the supervisor is not serving")
+        return self._group.create_task(coro)
 
-    def record(self, model_id: Any) -> ModelRecord:
-        if not isinstance(model_id, str):
-            raise ConfigError("model id must be a string")
+    # -- models ---------------------------------------------------------------------------------
+
+    def record(self, model_id: str) -> ModelRecord:
+        """The record of model_id; ModelNotFound listing the known ids otherwise."""
         record = self.models.get(model_id)
         if record is None:
             self.config.manifest.model(model_id)  # raises ModelNotFound with the known ids
             raise AssertionError("unreachable")
         return record
+
+    async def feed(self, record: ModelRecord, event: EventIn) -> None:
+        """Decide what event means for the model, and do it."""
+        await self.lifecycle.execute(
+            record, decide(record.view(self.limits), event, time.monotonic())
+        )
 
     async def ensure(
         self,
@@ -217,28 +225,26 @@ class Supervisor:
         *,
         wait: bool = True,
         timeout: float = defaults.ENSURE_TIMEOUT_S,
-    ) -> dict[str, Any]:
+    ) -> ModelStatus:
         """Load model_id unless it is loaded; with ``wait``, until READY (or its error)."""
         record = self.record(model_id)
         deadline = time.monotonic() + timeout
-        settled = (ModelState.READY, ModelState.UNLOADED, ModelState.FAILED)
         while True:
             while record.state is ModelState.DRAINING:
-                await self._wait_for(
+                await self.wait_for(
                     record, lambda: record.state is not ModelState.DRAINING, deadline
                 )
             if record.state in (ModelState.UNLOADED, ModelState.FAILED):
-                record.policy.reset()
-                record.error = None
-                record.reason = None
+                record.crash_times = ()
+                record.stop = LastStop(exit_code=record.stop.exit_code)
                 record.priority = (
                     priority if priority is not None else Priority.parse(record.spec.priority)
                 )
                 await record.fire(Event.LOAD)
-                record.task = self._spawn_task(self._bring_up(record))
+                record.task = self.spawn(self.bring_up(record))
             if not wait:
                 return record.status()
-            await self._wait_for(record, lambda: record.state in settled, deadline)
+            await self.wait_for(record, lambda: record.state in _SETTLED, deadline)
             if record.state is ModelState.READY:
                 return record.status()
             if record.error is not None:
@@ -246,22 +252,24 @@ class Supervisor:
             # Unloaded without an error: an unload or an idle drain came between the model
             # becoming ready and this waiter running. Load it again, within the deadline.
 
-    async def _wait_for(
+    async def wait_for(
         self, record: ModelRecord, predicate: Callable[[], bool], deadline: float
     ) -> None:
+        """Wait until predicate holds for record; TransportError at the deadline."""
         try:
             async with record.changed:
                 await asyncio.wait_for(
                     record.changed.wait_for(predicate), deadline - time.monotonic()
                 )
-        except asyncio.TimeoutError:
+        except TimeoutError:
+            stage = record.run.stage if record.run is not None else "-"
             raise TransportError(
                 f"model {record.id!r} is still {record.state.value} "
-                f"(stage: {record.stage or '-'}); see `mlsup status` and `mlsup logs`",
+                f"(stage: {stage or '-'}); see `mlsup status` and `mlsup logs`",
                 model=record.id,
             ) from None
 
-    async def _bring_up(self, record: ModelRecord) -> None:
+    async def bring_up(self, record: ModelRecord) -> None:
         """LEASING → STARTING: lease (unless still held after a crash), then spawn."""
         if record.lease is None or not record.lease.held:
             record.lease = None
@@ -271,188 +279,75 @@ class Supervisor:
                 if vram_mb is None:
                     vram_mb = await asyncio.to_thread(self._estimate, record)
                 record.estimate_mb = vram_mb
-                record.stage = f"waiting for {vram_mb} MB"
+                if record.run is not None:
+                    record.run.stage = f"waiting for {vram_mb} MB"
                 lease = await self.boss.acquire(
                     vram_mb,
                     record.id,
                     record.priority,
                     timeout=self.settings.lease_acquire_timeout_s,
                 )
-            except (LeaseError, DeviceError, ModelLoadError, ConfigError, TransportError) as exc:
-                record.error = exc
-                record.reason = str(exc)
+            except _LEASE_FAILURES as exc:
+                record.stop = dataclasses.replace(record.stop, note=str(exc), error=exc)
                 await record.fire(Event.LEASE_FAILED)
                 return
             record.lease = lease
             record.mark("lease_granted")
             lease.on_preempt(lambda request: self._preempted(record, request))
         await record.fire(Event.LEASE_GRANTED)
-        self._spawn_worker(record)
+        await self._spawn_worker(record)
 
     def _estimate(self, record: ModelRecord) -> int:
         return get_loader(record.spec.loader)().estimate_vram(record.spec)
 
-    def _spawn_worker(self, record: ModelRecord) -> None:
+    async def _spawn_worker(self, record: ModelRecord) -> None:
         assert record.lease is not None
-        record.new_generation()
+        run = record.new_run()
         gpu = record.lease.gpu
-        env = {
-            "CUDA_VISIBLE_DEVICES": "" if gpu in self._simulated else str(gpu),
-            "MLSUP_LEASED_MB": str(record.lease.vram_mb),
-            "MLSUP_MODEL": record.id,
-        }
-        endpoint = f"ipc://{self.paths.worker_socket(record.id, record.generation)}"
-        config = {
-            "model": record.spec.to_dict(),
-            "generation": record.generation,
-            "token": record.token,
-            "endpoint": endpoint,
-            "control": self._server.endpoint,
-            "supervisor_pid": os.getpid(),
-            "log": str(self.paths.worker_log(record.id)),
-            "env": env,
-            "heartbeat_s": self.settings.heartbeat_s,
-        }
-        worker = WorkerProcess(self._context, run_worker, config)
+        config = WorkerConfig(
+            model=record.spec.to_dict(),
+            generation=run.generation,
+            token=run.token,
+            endpoint=f"ipc://{self.paths.worker_socket(record.id, run.generation)}",
+            control=self._server.endpoint,
+            supervisor_pid=os.getpid(),
+            log=str(self.paths.worker_log(record.id)),
+            env={
+                "CUDA_VISIBLE_DEVICES": "" if gpu in self._simulated else str(gpu),
+                "MLSUP_LEASED_MB": str(record.lease.vram_mb),
+                "MLSUP_MODEL": record.id,
+            },
+            heartbeat_s=self.settings.heartbeat_s,
+        )
+        worker = WorkerProcess(self._context, run_worker, to_wire(config))
         record.mark("spawned")
-        worker.start()
-        record.worker = worker
-        self._save_state()
+        await _start_off_loop(worker)
+        run.process = worker
+        self.save_state()
         self.log(
             f"{record.id}: started worker pid {worker.pid} on GPU {gpu} ({record.lease.vram_mb} MB)"
         )
-        self._spawn_task(self._watch(record, worker))
+        run.watcher = self.spawn(self.lifecycle.watch(record, worker))
 
-    async def _watch(self, record: ModelRecord, worker: WorkerProcess) -> None:
-        """React the moment a worker ends (its sentinel, not polling)."""
-        code = await worker.wait()
-        assert code is not None
-        worker.close()
-        if record.worker is not worker:
-            return
-        record.mark("exited")
-        record.worker = None
-        record.endpoint = None
-        record.exit_code = code
-        self._save_state()
-        if record.state is ModelState.DRAINING:
-            return  # drain() is waiting for this
-        self.log(f"{record.id}: worker pid {worker.pid} {record.last_exit}")
-        await record.fire(Event.WORKER_EXITED)
-        record.task = self._spawn_task(self._recover(record, code))
+    def _preempted(self, record: ModelRecord, request: PreemptionRequest) -> None:
+        self.spawn(self.feed(record, PreemptionAsked(request.remaining_s, request.requester)))
 
-    async def _recover(self, record: ModelRecord, code: int) -> None:
-        """BACKOFF: respawn after a delay, re-leasing more memory after an OOM; or give up."""
-        if code == EXIT_LOAD_ERROR:
-            # The files or the runtime are wrong: respawning cannot help.
-            await self._give_up(record, record.error or ModelLoadError("the loader failed"))
-            return
-        if code == EXIT_OOM or record.oom_reported:
-            grown = int(max(record.estimate_mb or 0, record.memory_mb or 0) * OOM_GROWTH) + 1
-            self.log(
-                f"{record.id}: out of memory; re-leasing {grown} MB (was {record.estimate_mb})"
-            )
-            record.estimate_mb = grown
-            await self._release(record)
-        decision = record.policy.crashed(time.monotonic())
-        if decision.give_up:
-            failure = ModelFailed(
-                f"model {record.id!r} crashed {decision.crashes} times within "
-                f"{record.policy.window_s:g} s (last: {record.last_exit}); fix it, then "
-                f"`mlsup load {record.id}` to try again (see `mlsup logs {record.id}`)",
-                model=record.id,
-                crashes=decision.crashes,
-                last_exit=record.last_exit,
-            )
-            await self._give_up(record, failure)
-            return
-        record.restarts += 1
-        record.stage = f"respawning in {decision.delay_s:g} s"
-        await asyncio.sleep(decision.delay_s)
-        await record.fire(Event.BACKOFF_ELAPSED)
-        await self._bring_up(record)
-
-    async def _give_up(self, record: ModelRecord, error: MlsupError) -> None:
-        record.error = error
-        record.reason = str(error)
-        self.log(f"{record.id}: FAILED: {error}")
-        await self._release(record)
-        await record.fire(Event.GAVE_UP)
-
-    # -- bringing models down -------------------------------------------------------------------
-
-    async def drain(self, record: ModelRecord, reason: str, grace: float | None = None) -> None:
-        """Stop the model's worker (SIGTERM, grace, SIGKILL) and release its lease."""
-        if record.state is ModelState.DRAINING:
-            await self._wait_for(
-                record, lambda: record.state is not ModelState.DRAINING, float("inf")
-            )
-            return
-        if record.state in (ModelState.UNLOADED, ModelState.FAILED):
-            return
-        await record.fire(Event.DRAIN)
-        record.reason = reason
-        task, record.task = record.task, None
-        if task is not None and task is not asyncio.current_task() and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, MlsupError):
-                await task
-        worker = record.worker
-        if worker is not None:
-            grace = self.settings.terminate_grace_s if grace is None else grace
-            code = await worker.terminate(grace)
-            record.exit_code = code
-            record.worker = None
-            self._save_state()
-        record.endpoint = None
-        await self._release(record)
-        self.log(f"{record.id}: unloaded ({reason})")
-        record.mark("unloaded")
-        await record.fire(Event.DRAINED)
-
-    async def _release(self, record: ModelRecord) -> None:
+    async def release(self, record: ModelRecord) -> None:
+        """Give the model's lease back (if it still holds one)."""
         lease, record.lease = record.lease, None
         if lease is not None and self._boss is not None:
             with contextlib.suppress(LeaseError, TransportError):
                 await self._boss.release(lease)
 
-    def _preempted(self, record: ModelRecord, request: PreemptionRequest) -> None:
-        grace = max(0.0, min(self.settings.terminate_grace_s, request.remaining_s - 0.2))
-        record.error = Preempted(
-            f"model {record.id!r} gave its VRAM to a higher-priority request; it reloads when "
-            "asked again",
-            model=record.id,
-        )
-        self.log(
-            f"{record.id}: preempted by {request.requester}; {request.remaining_s:.1f} s to yield"
-        )
-        self._spawn_task(self.drain(record, "preempted", grace))
-
     async def _housekeeping(self) -> None:
         """Idle unloading, lost leases and stalled loads, once a second."""
         while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
+            await asyncio.sleep(defaults.HOUSEKEEPING_INTERVAL_S)
             for record in list(self.models.values()):
-                if record.lease is not None and record.lease.lost is not None:
-                    record.error = record.lease.lost
-                    await self.drain(record, f"lease lost: {record.lease.lost}")
-                elif (
-                    record.state is ModelState.READY
-                    and record.spec.idle_timeout_s > 0
-                    and now - record.last_activity > record.spec.idle_timeout_s
-                ):
-                    await self.drain(record, f"idle for {record.spec.idle_timeout_s:g} s")
-                elif (
-                    record.state is ModelState.STARTING
-                    and record.worker is not None
-                    and now - record.progress_at > self.settings.load_stall_timeout_s
-                ):
-                    stall = self.settings.load_stall_timeout_s
-                    self.log(f"{record.id}: no load progress for {stall:g} s")
-                    record.worker.kill()
+                await self.feed(record, Tick())
 
-    def _save_state(self) -> None:
+    def save_state(self) -> None:
+        """Write the state file: the workers a successor must reap if we crash."""
         workers = [
             WorkerRecord(r.id, r.worker.pid, r.worker.start_token)
             for r in self.models.values()
@@ -460,15 +355,16 @@ class Supervisor:
         ]
         write_state(self.paths, workers)
 
-    def _spawn_task(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            # A bug in the supervisor: say so loudly, keep serving the other models.
-            exc = task.exception()
-            self.log(f"internal error in {task.get_coro()!r}: {exc!r}")
+async def _start_off_loop(worker: WorkerProcess) -> None:
+    """Start worker in a thread: a fork server still importing its runtimes (torch, under load:
+    many seconds) must not stall the event loop, where lease renewals run. A start cancelled
+    half-way (a drain) still finishes, and its process is stopped: none is left behind."""
+    started = asyncio.ensure_future(asyncio.to_thread(worker.start))
+    try:
+        await asyncio.shield(started)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await started
+            await worker.terminate(0)
+        raise

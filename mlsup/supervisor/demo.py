@@ -19,7 +19,8 @@ import numpy as np
 from mlsup.errors import WorkerCrashed
 from mlsup.ipc.liveness import process_alive
 from mlsup.proxy import SupervisorProxy
-from mlsup.supervisor.cli import STATUS_COLUMNS, table
+from mlsup.supervisor.cli import show
+from mlsup.supervisor.render import plain_rows, status_table
 
 __all__ = ["run_demo"]
 
@@ -40,6 +41,10 @@ options = {{ task = "embedding" }}
 
 def _step(text: str) -> None:
     print(f"\n== {text}", flush=True)
+
+
+def _show_status(sup: SupervisorProxy) -> None:
+    show(status_table(plain_rows(sup.status())))
 
 
 def _embeddings(sup: SupervisorProxy) -> None:
@@ -66,7 +71,7 @@ def _chat_and_crash(sup: SupervisorProxy) -> None:
     )
 
     _step("mlsup status")
-    print(table(sup.status(), STATUS_COLUMNS))
+    _show_status(sup)
 
     row = next(r for r in sup.status() if r["model"] == "smollm2")
     _step(f"kill -9 {row['pid']}   (the smollm2 worker, during a long answer)")
@@ -84,7 +89,7 @@ def _chat_and_crash(sup: SupervisorProxy) -> None:
     print(
         f"  the next call is served by the respawned worker ({elapsed:.2f} s): {answer.strip()!r}"
     )
-    print(table(sup.status(), STATUS_COLUMNS))
+    _show_status(sup)
 
 
 def run_demo() -> int:

@@ -12,12 +12,10 @@ import time
 from multiprocessing.context import BaseContext
 from typing import Any
 
-import psutil
-
 from mlsup import defaults
-from mlsup.ipc.liveness import process_alive
+from mlsup.process_identity import start_token
 
-__all__ = ["WorkerProcess", "describe_exit", "kill_group", "process_alive"]
+__all__ = ["WorkerProcess", "describe_exit", "kill_group"]
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -63,8 +61,8 @@ class WorkerProcess:
         self._process.start()
         self._pid = self._process.pid
         self.started_at = time.monotonic()
-        with contextlib.suppress(psutil.Error):
-            self.start_token = format(int(psutil.Process(self.pid).create_time() * 100), "x")
+        # Empty if it died at once: a state file then records nothing to kill.
+        self.start_token = start_token(self.pid) or ""
 
     @property
     def pid(self) -> int:

@@ -17,10 +17,9 @@ import signal
 from dataclasses import asdict, dataclass
 from typing import IO
 
-import psutil
-
 from mlsup.errors import ConfigError
 from mlsup.ipc.shm import sweep_orphans
+from mlsup.process_identity import same_process
 from mlsup.supervisor.config import RuntimePaths
 from mlsup.supervisor.process import kill_group
 
@@ -79,14 +78,6 @@ def write_state(paths: RuntimePaths, workers: list[WorkerRecord]) -> None:
     os.replace(temporary, paths.state)
 
 
-def _alive(record: WorkerRecord) -> bool:
-    try:
-        token = format(int(psutil.Process(record.pid).create_time() * 100), "x")
-    except psutil.Error:
-        return False
-    return token == record.start_token
-
-
 def reap_previous(paths: RuntimePaths) -> list[str]:
     """Clean up after a supervisor that died here; returns what was done, for the log."""
     done: list[str] = []
@@ -99,7 +90,7 @@ def reap_previous(paths: RuntimePaths) -> list[str]:
         done.append(f"ignored an unreadable state file: {exc}")
         records = []
     for record in records:
-        if _alive(record):
+        if record.start_token and same_process(record.pid, record.start_token):
             kill_group(record.pid, signal.SIGKILL)
             done.append(f"killed orphan worker {record.model} (pid {record.pid})")
     for socket in paths.root.glob("w-*.sock"):

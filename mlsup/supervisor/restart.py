@@ -4,6 +4,7 @@ backoff), tested without processes or clocks."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from mlsup import defaults
@@ -13,11 +14,15 @@ __all__ = ["RestartDecision", "RestartPolicy"]
 
 @dataclass(frozen=True)
 class RestartDecision:
-    """Respawn after ``delay_s``, or give up (``give_up``) after ``crashes`` recent crashes."""
+    """Respawn after ``delay_s``, or give up (``give_up``) after ``crashes`` recent crashes.
+
+    ``recent`` is the crash history to remember (the times still inside the window).
+    """
 
     give_up: bool
     delay_s: float
     crashes: int
+    recent: tuple[float, ...] = ()
 
 
 @dataclass
@@ -38,15 +43,20 @@ class RestartPolicy:
 
     def crashed(self, now: float) -> RestartDecision:
         """Record a crash at ``now`` and decide what to do."""
-        self._crashes.append(now)
-        while self._crashes and now - self._crashes[0] > self.window_s:
-            self._crashes.popleft()
-        count = len(self._crashes)
+        decision = self.decide(self._crashes, now)
+        self._crashes = deque(decision.recent)
+        return decision
+
+    def decide(self, history: Iterable[float], now: float) -> RestartDecision:
+        """What to do about a crash at ``now`` after the crashes at ``history``; changes
+        nothing (the caller keeps ``decision.recent`` as the next history)."""
+        recent = tuple(t for t in (*history, now) if now - t <= self.window_s)
+        count = len(recent)
         if count > self.max_crashes:
-            return RestartDecision(give_up=True, delay_s=0.0, crashes=count)
+            return RestartDecision(give_up=True, delay_s=0.0, crashes=count, recent=recent)
         # One crash is an accident: serve again at once. Repeated ones back off.
         delay = 0.0 if count == 1 else min(self.max_s, self.initial_s * self.factor ** (count - 2))
-        return RestartDecision(give_up=False, delay_s=delay, crashes=count)
+        return RestartDecision(give_up=False, delay_s=delay, crashes=count, recent=recent)
 
     def reset(self) -> None:
         """Forget past crashes (an explicit load of a failed model)."""

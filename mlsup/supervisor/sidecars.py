@@ -28,18 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from mlsup import defaults
-from mlsup.errors import ConfigError
 from mlsup.gateway.settings import API_KEY_ENV, HttpSettings
 from mlsup.queues.config import parse_queues
 from mlsup.runtime import ENV_RUNTIME_DIR
 from mlsup.supervisor.config import SupervisorConfig
 from mlsup.supervisor.process import describe_exit, kill_group
 from mlsup.supervisor.restart import RestartPolicy
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 __all__ = ["SUPERVISOR_PID_ENV", "SidecarSpec", "Sidecars", "raw_tables", "sidecar_specs"]
 
@@ -58,21 +52,23 @@ class SidecarSpec:
 
 
 def raw_tables(config: SupervisorConfig) -> Mapping[str, Any]:
-    """The configuration file as raw TOML (sidecars parse their own tables); {} without one."""
-    path = Path(config.manifest.source)
-    if not path.is_file():
-        return {}
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}", file=str(path)) from exc
+    """The manifest's tables that sidecars validate themselves (``http``, ``queues``), as the
+    manifest keeps them: opaque plain data, absent ones left out."""
+    manifest = config.manifest
+    tables = {"http": manifest.http, "queues": manifest.queues}
+    return {name: table for name, table in tables.items() if table is not None}
 
 
 def sidecar_specs(
-    config: SupervisorConfig, tables: Mapping[str, Any], *, http: str | None = None
+    config: SupervisorConfig,
+    tables: Mapping[str, Any] | None = None,
+    *,
+    http: str | None = None,
 ) -> list[SidecarSpec]:
     """The sidecars to run: the gateway when ``[http] listen`` is set or ``http`` (``mlsup start
-    --http ADDR``) is given. ConfigError for an invalid ``[http]`` table, before anything runs."""
+    --http ADDR``) is given. ``tables``: the manifest's own (:func:`raw_tables`) unless given.
+    ConfigError for an invalid ``[http]`` table, before anything runs."""
+    tables = raw_tables(config) if tables is None else tables
     specs: list[SidecarSpec] = []
     settings = HttpSettings.parse(tables.get("http"), config.manifest.source, listen=http)
     if settings is not None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import enum
 from typing import Final
 
+from mlsup.errors import IllegalTransition
+
 __all__ = ["TRANSITIONS", "Event", "IllegalTransition", "ModelState", "next_state"]
 
 
@@ -72,13 +74,13 @@ TRANSITIONS: Final[dict[tuple[ModelState, Event], ModelState]] = {
 }
 
 
-class IllegalTransition(Exception):
-    """An event that cannot happen in this state: a bug in the supervisor, never user input."""
-
-
 def next_state(state: ModelState, event: Event) -> ModelState:
     """The state after event; IllegalTransition if event cannot happen in state."""
     try:
         return TRANSITIONS[state, event]
     except KeyError:
-        raise IllegalTransition(f"{event.value} cannot happen in state {state.value}") from None
+        raise IllegalTransition(
+            f"{event.value} cannot happen in state {state.value}",
+            state=state.value,
+            event=event.value,
+        ) from None

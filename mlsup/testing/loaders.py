@@ -2,7 +2,9 @@
 
 It stands in for a runtime on machines that cannot make a real one run out of GPU memory or
 crash: the supervisor's reactions (respawn, re-lease after OOM, FAILED after a crash loop) can
-then be tested with real processes. Registered under the entry point name ``probe``::
+then be tested with real processes. It is no production loader: a manifest may name it only
+where :func:`register_probe` ran (the test suite, ``mlsup bench``), which names it in
+``$MLSUP_LOADERS`` for that process and the supervisors and workers it starts::
 
     [models.flaky]
     loader = "probe"
@@ -21,7 +23,7 @@ import os
 import signal
 import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,12 @@ import numpy as np
 
 from mlsup.errors import ModelOOM
 from mlsup.kit.loaders.base import ModelLoader
+from mlsup.kit.loaders.registry import register_loader
 
-__all__ = ["ProbeLoader", "ProbeModel"]
+__all__ = ["PROBE_TARGET", "ProbeLoader", "ProbeModel", "register_probe"]
+
+#: Where the probe loader lives, as the loader registry names it.
+PROBE_TARGET = "mlsup.testing.loaders:ProbeLoader"
 
 
 class ProbeModel:
@@ -94,3 +100,9 @@ class ProbeLoader(ModelLoader):
         if needed is not None and leased < int(needed):
             raise ModelOOM(f"CUDA out of memory: needs {needed} MB, leased {leased} MB (probe)")
         return ProbeModel(int(options.get("dim", 8)))
+
+
+def register_probe(environ: MutableMapping[str, str] | None = None) -> None:
+    """Make ``loader = "probe"`` valid in ``environ`` (default: this process's environment)
+    and in every process started with it."""
+    register_loader(ProbeLoader.name, PROBE_TARGET, environ)

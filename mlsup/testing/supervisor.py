@@ -22,6 +22,7 @@ from typing import Any
 
 from mlsup.errors import SupervisorUnavailable
 from mlsup.proxy import SupervisorProxy
+from mlsup.testing.loaders import register_probe
 
 __all__ = ["TEST_SETTINGS", "RunningSupervisor", "manifest"]
 
@@ -78,6 +79,7 @@ class RunningSupervisor:
     def start(self, wait: bool = True) -> RunningSupervisor:
         """Start the supervisor; with ``wait``, until it answers a ping."""
         env = {**os.environ, "MLSUP_RUNTIME_DIR": str(self.runtime)}
+        register_probe(env)  # test and benchmark manifests use the probe loader
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mlsup", "start", "--config", str(self.config)],

@@ -7,7 +7,14 @@ import time
 
 import pytest
 
-from mlsup.errors import CapacityExceeded, DeviceError, LeaseLost, LeaseNotHeld, LeaseTimeout
+from mlsup.errors import (
+    CapacityExceeded,
+    DeviceError,
+    InvalidArgument,
+    LeaseLost,
+    LeaseNotHeld,
+    LeaseTimeout,
+)
 from mlsup.kit.leases import GPULease, LeaseTiming, PreemptionRequest, Priority, SyncGPUBoss
 from mlsup.kit.leases.keys import LeaseKeys
 from mlsup.testing.redis import TestRedis
@@ -197,15 +204,15 @@ async def test_sync_facade(redis_server: TestRedis, redis_prefix: str) -> None:
 
 
 @pytest.mark.parametrize("vram", [0, -5, 1.5, True])
-async def test_bad_sizes_are_value_errors(
+async def test_bad_sizes_are_invalid_arguments(
     make_boss: BossFactory, redis_server: TestRedis, redis_prefix: str, vram: object
 ) -> None:
     boss = make_boss(timing=LeaseTiming(ttl_s=60))
     held = await boss.acquire(100, "m", gpu=0)
     before = redis_state(redis_server, redis_prefix)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(InvalidArgument, match="positive integer"):
         await boss.acquire(vram, "m", gpu=0)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(InvalidArgument, match="positive integer"):
         await boss.resize(held, vram)  # type: ignore[arg-type]
     assert redis_state(redis_server, redis_prefix) == before
 

@@ -61,3 +61,36 @@ def test_errors_pickle_for_local_tools() -> None:
 def test_public_api_reexports_errors() -> None:
     assert mlsup.MlsupError is errors.MlsupError
     assert set(errors.__all__) - {"error_from_wire"} <= set(mlsup.__all__)
+
+
+def test_argument_and_usage_errors_are_also_the_builtin_kinds() -> None:
+    # Code that caught ValueError / RuntimeError before they joined the tree still works.
+    bad = errors.InvalidArgument("vram_mb must be a positive integer", model="m")
+    assert isinstance(bad, errors.ConfigError) and isinstance(bad, ValueError)
+    closed = errors.UsageError("closed")
+    assert isinstance(closed, errors.MlsupError) and isinstance(closed, RuntimeError)
+    assert isinstance(errors.CannotListen("in use"), errors.TransportError)
+    assert isinstance(errors.NoWorkerLog("none", model="m"), errors.ModelError)
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        errors.InvalidArgument,
+        errors.CannotListen,
+        errors.NoWorkerLog,
+        errors.UsageError,
+        errors.BenchmarkError,
+    ],
+)
+def test_new_errors_cross_the_wire_as_themselves(cls: type[errors.MlsupError]) -> None:
+    back = errors.error_from_wire(cls("what happened", model="m").to_wire())
+    assert type(back) is cls and back.context == {"model": "m"}
+
+
+def test_every_error_class_says_when_it_is_raised() -> None:
+    for name in errors.__all__:
+        obj = getattr(errors, name)
+        if isinstance(obj, type):
+            assert vars(obj).get("__doc__"), f"{name} has no docstring of its own"
+            assert name in errors.__doc__, f"{name} is missing from the drawn tree"

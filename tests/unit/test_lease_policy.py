@@ -43,6 +43,13 @@ def test_priority_is_ordered_and_parsed() -> None:
             Priority.parse(bad)  # type: ignore[arg-type]
 
 
+def test_priority_names_are_its_labels_lowest_first() -> None:
+    assert Priority.names() == ("low", "normal", "high", "critical")
+    assert Priority.HIGH.label == "high"
+    for name in Priority.names():
+        assert Priority.parse(name).label == name
+
+
 def test_queue_score_orders_priority_then_arrival() -> None:
     scores = [
         queue_score(Priority.NORMAL, 1),

@@ -156,3 +156,40 @@ def test_plain_data_check_is_not_fooled_by_nesting(tmp_path: Path) -> None:
             source="x",
             base_dir=tmp_path,
         )
+
+
+def test_the_outward_layers_tables_are_kept_for_their_owners(tmp_path: Path) -> None:
+    text = 'services_root = "~/services"\n' + GOOD + '\n[http]\nlisten = "127.0.0.1:8000"\n'
+    text += '[queues.embed]\nmodel = "abs"\nconcurrency = 2\n'
+    manifest = load_manifest(write(tmp_path, text))
+    assert manifest.http == {"listen": "127.0.0.1:8000"}
+    assert manifest.queues == {"embed": {"model": "abs", "concurrency": 2}}
+    assert manifest.services_root == "~/services"
+    plain = load_manifest(write(tmp_path, GOOD))
+    assert (plain.http, plain.queues, plain.services_root) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        ("modles_dir = 'x'", "modles_dir", "unknown key; the file takes devices, http"),
+        ("[redis]\nurll = 'x'", "redis.urll", "unknown key"),
+        ("http = 3", "http", "[http] table"),
+        ("[queues]\nq = 3", "queues", "[queues.<name>] tables"),
+        ("services_root = 3", "services_root", "must be a string"),
+        ("[supervisor]\nheartbeat_s = 0", "supervisor.heartbeat_s", "positive"),
+        ("[supervisor]\nrestart_max_crashes = 1.5", "supervisor.restart_max_crashes", "integer"),
+        ("[supervisor]\nnope = 1", "supervisor.nope", "[supervisor] takes heartbeat_s"),
+    ],
+)
+def test_every_key_of_the_file_is_checked(
+    tmp_path: Path, text: str, field: str, words: str
+) -> None:
+    from mlsup.supervisor.config import SupervisorSettings
+
+    file = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        manifest = load_manifest(file)
+        SupervisorSettings.parse(manifest.supervisor, manifest.source)
+    assert info.value.context == {"file": str(file), "field": field}
+    assert words in str(info.value) and str(file) in str(info.value)

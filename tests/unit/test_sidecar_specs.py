@@ -21,7 +21,15 @@ def config() -> SupervisorConfig:
     return SupervisorConfig(manifest, RuntimePaths(Path("/run/rt")), None, [])
 
 
+def test_the_manifests_own_http_table_is_read_by_default() -> None:
+    manifest = Manifest(source="/etc/mlsup.toml", models_dir=Path("/models"),
+                        http={"listen": "9000", "api_key": "k"})  # fmt: skip
+    [spec] = sidecar_specs(SupervisorConfig(manifest, RuntimePaths(Path("/run/rt")), None, []))
+    assert spec.argv[4] == "127.0.0.1:9000" and spec.env[API_KEY_ENV] == "k"
+
+
 def test_no_http_table_and_no_flag_runs_no_sidecar() -> None:
+    assert sidecar_specs(config()) == []
     assert sidecar_specs(config(), {}) == []
     assert sidecar_specs(config(), {"http": {"api_key": "k"}}) == []
 

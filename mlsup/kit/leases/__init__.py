@@ -1,4 +1,4 @@
-"""VRAM leases coordinated through Redis (see ARCHITECTURE.md, "Leases").
+"""VRAM leases coordinated through Redis (see docs/architecture.md, "The life of a lease").
 
 Pure decisions live in :mod:`.policy` (and, for atomicity, in the Lua scripts that mirror it);
 Redis I/O in :mod:`.store`; the per-process API in :mod:`.boss` and :mod:`.sync`.

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mlsup.errors import LeaseLost
+from mlsup.errors import LeaseLost, UsageError
 from mlsup.kit.leases.priority import Priority
 
 if TYPE_CHECKING:
@@ -98,7 +98,10 @@ class GPULease:
         (or unload and release) before ``request.deadline``.
         """
         if self._manager is None:
-            raise RuntimeError("this lease was not granted by a GPUBoss; it cannot be preempted")
+            raise UsageError(
+                "this lease was not granted by a GPUBoss; it cannot be preempted",
+                lease_id=self.id,
+            )
         self._manager.register(self, callback)
 
     def on_lost(self, callback: LostCallback) -> None:

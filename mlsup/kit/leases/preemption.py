@@ -7,9 +7,12 @@ of it within one renew interval (well inside the grace period) without any extra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
+from collections.abc import Awaitable
+from typing import Any
 
 from mlsup.kit.leases.lease import GPULease, PreemptCallback, PreemptionRequest
 from mlsup.kit.leases.results import PreemptNotice
@@ -23,12 +26,14 @@ class PreemptionManager:
     """Keeps the preemption callbacks of one boss's leases and dispatches requests to them.
 
     Each request (identified by its deadline) reaches each callback once. A callback error is
-    logged, never raised into the renewal task.
+    logged, never raised into the renewal task. Awaitable callbacks run in one task group,
+    cancelled together by :meth:`aclose`.
     """
 
     def __init__(self) -> None:
         self._callbacks: dict[str, list[PreemptCallback]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._queue: asyncio.Queue[tuple[Awaitable[Any], PreemptionRequest]] = asyncio.Queue()
+        self._host: asyncio.Task[None] | None = None
 
     def register(self, lease: GPULease, callback: PreemptCallback) -> None:
         """Add a callback for ``lease``; delivers a request already pending."""
@@ -64,18 +69,36 @@ class PreemptionManager:
             _log.exception("preemption callback of lease %s failed", request.lease_id)
             return
         if inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
-            self._tasks.add(task)
-            task.add_done_callback(self._done)
+            if self._host is None:
+                self._host = asyncio.ensure_future(self._hold())
+            self._queue.put_nowait((result, request))
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            _log.error("preemption callback failed", exc_info=task.exception())
+    async def _hold(self) -> None:
+        # The callbacks' task group lives in this host task, from the first awaitable callback
+        # until aclose(): an object cannot hold an `async with` open across its methods.
+        async with asyncio.TaskGroup() as group:
+            while True:
+                awaitable, request = await self._queue.get()
+                group.create_task(_guarded(awaitable, request))
 
     async def aclose(self) -> None:
-        """Cancel callbacks still running."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Cancel callbacks still running, and wait until they have."""
+        host, self._host = self._host, None
+        if host is not None:
+            host.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await host
+        while not self._queue.empty():  # delivered after the host stopped: never started
+            awaitable, _ = self._queue.get_nowait()
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
         self._callbacks.clear()
+
+
+async def _guarded(awaitable: Awaitable[Any], request: PreemptionRequest) -> None:
+    """Run a callback. Its failure is its holder's (the lease is revoked at the deadline
+    anyway): logged with the lease, never allowed to cancel other holders' callbacks."""
+    try:
+        await awaitable
+    except Exception:  # noqa: BLE001 - see the docstring
+        _log.exception("preemption callback of lease %s failed", request.lease_id)

@@ -1,4 +1,8 @@
-"""Lease priorities: an ordered enum, parsed from configuration strings."""
+"""Lease priorities: an ordered enum, parsed from configuration strings.
+
+The one place priority names are spelt: everything else derives them from :class:`Priority`
+(:meth:`Priority.names`, :attr:`Priority.label`, :meth:`Priority.parse`).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,16 @@ class Priority(enum.IntEnum):
     HIGH = 2
     CRITICAL = 3
 
+    @property
+    def label(self) -> str:
+        """The name configuration and tools use: ``"high"``."""
+        return self.name.lower()
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """Every label, lowest first: what a manifest's ``priority`` and ``--priority`` accept."""
+        return tuple(member.label for member in cls)
+
     @classmethod
     def parse(cls, value: Priority | str | int) -> Priority:
         """A priority from an enum member, a name (``"high"``, any case) or its number.
@@ -38,5 +52,7 @@ class Priority(enum.IntEnum):
                 return cls(value)
             except ValueError:
                 pass
-        names = ", ".join(member.name.lower() for member in cls)
-        raise ConfigError(f"unknown priority {value!r}; use one of: {names}", priority=repr(value))
+        raise ConfigError(
+            f"unknown priority {value!r}; use one of: {', '.join(cls.names())}",
+            priority=repr(value),
+        )

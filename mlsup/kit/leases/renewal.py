@@ -13,6 +13,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from mlsup import defaults
 from mlsup.errors import LeaseLost, TransportError
 from mlsup.kit.leases.lease import GPULease
 from mlsup.kit.leases.results import AdmitOutcome, RenewOutcome
@@ -42,11 +43,10 @@ class Renewer:
         """Stop the background task."""
         self._stopping = True
         task, self._task = self._task, None
-        # Cancel until done: a cancellation that lands inside a redis call can be turned into
-        # an ordinary error by the client library; the flag ends the loop in that case too.
+        # Cancel until done (see TASK_CANCEL_RETRY_S); the flag ends the loop in that case too.
         while task is not None and not task.done():
             task.cancel()
-            await asyncio.wait([task], timeout=0.1)
+            await asyncio.wait([task], timeout=defaults.TASK_CANCEL_RETRY_S)
         if task is not None and not task.cancelled():
             with contextlib.suppress(BaseException):
                 task.result()

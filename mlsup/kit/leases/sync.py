@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from mlsup import defaults
+from mlsup.errors import UsageError
 from mlsup.kit.leases.boss import GPUBoss
 from mlsup.kit.leases.lease import GPULease
 from mlsup.kit.leases.priority import Priority
@@ -43,7 +44,7 @@ class SyncGPUBoss:
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._closed:
             coro.close()
-            raise RuntimeError("SyncGPUBoss is closed")
+            raise UsageError("this SyncGPUBoss is closed; create a new one")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def connect(self) -> None:

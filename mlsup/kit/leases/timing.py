@@ -13,7 +13,8 @@ __all__ = ["LeaseTiming"]
 @dataclass(frozen=True)
 class LeaseTiming:
     """TTLs, intervals and grace periods (seconds). Tests shorten them; production keeps the
-    defaults. ``renew_interval_s`` defaults to a third of ``ttl_s``."""
+    defaults. ``renew_interval_s`` defaults to a third of ``ttl_s``
+    (:data:`~mlsup.defaults.LEASE_RENEWALS_PER_TTL`)."""
 
     ttl_s: float = defaults.LEASE_TTL_S
     renew_interval_s: float | None = None
@@ -37,7 +38,9 @@ class LeaseTiming:
     @property
     def renew_interval(self) -> float:
         """Seconds between renewals."""
-        return self.ttl_s / 3 if self.renew_interval_s is None else self.renew_interval_s
+        if self.renew_interval_s is None:
+            return self.ttl_s / defaults.LEASE_RENEWALS_PER_TTL
+        return self.renew_interval_s
 
     @property
     def settle(self) -> float:

@@ -11,12 +11,19 @@ from mlsup.kit.loaders.diffusion import DiffusersLoader, DiffusionModel
 from mlsup.kit.loaders.gguf import GGUFModel, GGUFModelLoader
 from mlsup.kit.loaders.hf import HFModel, HFModelLoader
 from mlsup.kit.loaders.onnx import ONNXLoader, ONNXModel
-from mlsup.kit.loaders.registry import ENTRY_POINT_GROUP, get_loader, loader_names
+from mlsup.kit.loaders.registry import (
+    ENTRY_POINT_GROUP,
+    LOADERS_ENV,
+    get_loader,
+    loader_names,
+    register_loader,
+)
 from mlsup.kit.loaders.validated_llama import LoadReport, ValidatedLlamaLoader
 from mlsup.kit.loaders.whisper import WhisperLoader, WhisperModel
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "LOADERS_ENV",
     "DiffusersLoader",
     "DiffusionModel",
     "GGUFModel",
@@ -33,4 +40,5 @@ __all__ = [
     "backend_errors",
     "get_loader",
     "loader_names",
+    "register_loader",
 ]
