@@ -30,6 +30,7 @@ from typing import Any
 
 from mlsup import defaults
 from mlsup.errors import InvalidJobData, LeaseLost, Preempted
+from mlsup.kit.managed_model import ManagedModel
 from mlsup.kit.redis_url import resolve_redis_url
 from mlsup.queues.config import ALL_OPERATIONS, QueueSpec, queue_prefix
 from mlsup.queues.jobdata import JobCall
@@ -56,8 +57,10 @@ class InProcessModel:
     async def __call__(self, plan: JobCall) -> Any:
         model = await self._current()
         try:
+            # A managed model offers every operation; what it serves is its loaded model's.
+            inner = model.model if isinstance(model, ManagedModel) else model
             method = getattr(model, plan.op, None)
-            if method is None:
+            if method is None or not hasattr(inner, plan.op):
                 raise InvalidJobData(
                     f"invalid job data: op: this queue's model has no {plan.op!r}", field="op"
                 )
