@@ -171,11 +171,14 @@ class ModelArgs(_Message, frozen=True):
 
 
 class LoadArgs(ModelArgs, frozen=True):
-    """Arguments of ``load``: a priority overrides the manifest's; ``timeout`` bounds a wait."""
+    """Arguments of ``load``: a priority overrides the manifest's; ``timeout`` bounds a wait.
+    ``implicit``: a caller's first use, not a person's ``mlsup load`` (it leaves a FAILED model
+    parked during its cool-down)."""
 
     priority: PriorityName | None = None
     wait: bool = True
     timeout: float | None = None
+    implicit: bool = False
 
 
 # --- supervisor → clients ----------------------------------------------------------------------

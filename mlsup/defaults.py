@@ -185,3 +185,10 @@ STOP_REPLY_DELAY_S = 0.05
 #: Shortest time between two heartbeats a worker sends early because it finished a request
 #: (seconds): status rows count served requests promptly without a report per call under load.
 HEARTBEAT_NUDGE_MIN_S = 0.05
+
+# --- Reliability (relsup, issue 14) ------------------------------------------------------------
+
+#: How long a FAILED model stays parked (seconds): until then a caller's implicit load (its
+#: first call through the proxy) fails fast with ModelFailed instead of reviving a crash loop;
+#: ``mlsup load MODEL`` retries at once. Counted from the moment it failed.
+RESTART_FAILED_COOLDOWN_S = 300.0

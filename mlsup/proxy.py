@@ -100,10 +100,12 @@ def _unavailable(root: Path, exc: Exception) -> SupervisorUnavailable:
     return error
 
 
-def _load_args(model: str, priority: Any, wait: bool, timeout: float) -> dict[str, Any]:
+def _load_args(
+    model: str, priority: Any, wait: bool, timeout: float, implicit: bool
+) -> dict[str, Any]:
     name = getattr(priority, "name", priority)  # a Priority, or its name
     return {"model": model, "priority": name.lower() if name else None, "wait": wait,
-            "timeout": timeout}  # fmt: skip
+            "timeout": timeout, "implicit": implicit}  # fmt: skip
 
 
 def _call_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -199,13 +201,16 @@ class SupervisorProxy:
         *,
         wait: bool = True,
         timeout: float = defaults.ENSURE_TIMEOUT_S,
+        implicit: bool = False,
     ) -> dict[str, Any]:
         """Load model (waiting until it serves, unless ``wait=False``); its status row.
 
-        A FAILED model is reset and tried again. ``priority``: a :class:`~mlsup.Priority` or
-        its name.
+        A FAILED model is reset and tried again, unless the load is ``implicit`` (a first use,
+        not a request to load): then it stays parked for its cool-down, and this raises its
+        :class:`~mlsup.errors.ModelFailed`. ``priority``: a :class:`~mlsup.Priority` or its
+        name.
         """
-        args = _load_args(model, priority, wait, timeout)
+        args = _load_args(model, priority, wait, timeout, implicit)
         result: dict[str, Any] = self.request("load", args, timeout=timeout + 5)
         return result
 
@@ -318,7 +323,7 @@ class ModelProxy:
                 self._worker = None
         if deadline.remaining <= 0:
             raise deadline.expired(f"loading {self.model_id!r}")
-        row = self.supervisor.load(self.model_id, timeout=deadline.remaining)
+        row = self.supervisor.load(self.model_id, timeout=deadline.remaining, implicit=True)
         client = Client(row["endpoint"], timeout=self.timeout)
         with self._lock:
             if self._worker is not None:  # another thread connected meanwhile
@@ -446,8 +451,9 @@ class AsyncSupervisorProxy:
         *,
         wait: bool = True,
         timeout: float = defaults.ENSURE_TIMEOUT_S,
+        implicit: bool = False,
     ) -> dict[str, Any]:
-        args = _load_args(model, priority, wait, timeout)
+        args = _load_args(model, priority, wait, timeout, implicit)
         result: dict[str, Any] = await self.request("load", args, timeout=timeout + 5)
         return result
 
@@ -531,7 +537,9 @@ class AsyncModelProxy:
                 self._worker = None
             if deadline.remaining <= 0:
                 raise deadline.expired(f"loading {self.model_id!r}")
-            row = await self.supervisor.load(self.model_id, timeout=deadline.remaining)
+            row = await self.supervisor.load(
+                self.model_id, timeout=deadline.remaining, implicit=True
+            )
             self._worker = (
                 row["generation"],
                 row["pid"],

@@ -87,6 +87,7 @@ class SupervisorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     restart_backoff_max_s: _Seconds = defaults.RESTART_BACKOFF_MAX_S
     restart_max_crashes: _Count = defaults.RESTART_MAX_CRASHES
     restart_window_s: _Seconds = defaults.RESTART_WINDOW_S
+    restart_failed_cooldown_s: _Seconds = defaults.RESTART_FAILED_COOLDOWN_S
     terminate_grace_s: _Seconds = defaults.TERMINATE_GRACE_S
     heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = defaults.HEARTBEAT_INTERVAL_S
     load_stall_timeout_s: _Seconds = defaults.LOAD_STALL_TIMEOUT_S

@@ -70,7 +70,9 @@ class ControlPlane:
         timeout = load.timeout if load.timeout is not None else defaults.ENSURE_TIMEOUT_S
         if timeout <= 0:
             raise ProtocolError(f"load timeout must be positive, not {timeout!r}", field="timeout")
-        status = await self.sup.ensure(load.model, priority, wait=load.wait, timeout=timeout)
+        status = await self.sup.ensure(
+            load.model, priority, wait=load.wait, timeout=timeout, implicit=load.implicit
+        )
         return to_wire(status)
 
     async def _unload(self, args: Any) -> Any:

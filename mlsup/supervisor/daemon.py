@@ -38,7 +38,15 @@ from mlsup.kit.loaders import get_loader
 from mlsup.kit.worker import run_worker
 from mlsup.supervisor.config import SupervisorConfig
 from mlsup.supervisor.control import ControlPlane
-from mlsup.supervisor.decide import EventIn, Limits, PreemptionAsked, StopAsked, Tick, decide
+from mlsup.supervisor.decide import (
+    EventIn,
+    Limits,
+    PreemptionAsked,
+    StopAsked,
+    Tick,
+    decide,
+    implicit_load_refused,
+)
 from mlsup.supervisor.lifecycle import Lifecycle
 from mlsup.supervisor.models import LastStop, ModelRecord
 from mlsup.supervisor.process import WorkerProcess
@@ -68,6 +76,7 @@ class Supervisor:
                 max_s=s.restart_backoff_max_s,
                 max_crashes=s.restart_max_crashes,
                 window_s=s.restart_window_s,
+                cooldown_s=s.restart_failed_cooldown_s,
             ),
             load_stall_timeout_s=s.load_stall_timeout_s,
             terminate_grace_s=s.terminate_grace_s,
@@ -209,8 +218,13 @@ class Supervisor:
         *,
         wait: bool = True,
         timeout: float = defaults.ENSURE_TIMEOUT_S,
+        implicit: bool = False,
     ) -> ModelStatus:
-        """Load model_id unless it is loaded; with ``wait``, until READY (or its error)."""
+        """Load model_id unless it is loaded; with ``wait``, until READY (or its error).
+
+        An ``implicit`` load (a caller's first use) leaves a FAILED model parked until the
+        restart policy's cool-down has passed, and raises its :class:`ModelFailed` instead.
+        """
         record = self.record(model_id)
         deadline = time.monotonic() + timeout
         while True:
@@ -218,8 +232,13 @@ class Supervisor:
                 await self.wait_for(
                     record, lambda: record.state is not ModelState.DRAINING, deadline
                 )
+            if implicit:
+                refusal = implicit_load_refused(record.view(self.limits), time.monotonic())
+                if refusal is not None:
+                    raise refusal
             if record.state in (ModelState.UNLOADED, ModelState.FAILED):
                 record.crash_times = ()
+                record.failed_at = None
                 record.stop = LastStop(exit_code=record.stop.exit_code)
                 record.priority = (
                     priority if priority is not None else Priority.parse(record.spec.priority)

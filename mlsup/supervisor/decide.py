@@ -44,6 +44,7 @@ __all__ = [
     "View",
     "WorkerExited",
     "decide",
+    "implicit_load_refused",
 ]
 
 _QUIET = (ModelState.UNLOADED, ModelState.FAILED, ModelState.DRAINING)
@@ -75,6 +76,8 @@ class View:
     last_activity: float = 0.0
     progress_at: float = 0.0  #: the last sign of life of a load
     lease_lost: MlsupError | None = None  #: why its lease is gone, when it is
+    failure: MlsupError | None = None  #: why it is FAILED, when it is
+    failed_at: float | None = None  #: when it became FAILED
 
 
 # --- events --------------------------------------------------------------------------------------
@@ -200,6 +203,24 @@ def decide(view: View, event: EventIn, now: float) -> list[Action]:
     if isinstance(event, PreemptionAsked):
         return _preempted(view, event)
     return _stop(view, event)
+
+
+def implicit_load_refused(view: View, now: float) -> ModelFailed | None:
+    """Why a caller's implicit load (its first use of the model) may not revive it at ``now``:
+    a FAILED model stays parked for the restart policy's cool-down, or a crash loop would go
+    on at the pace of its callers. None when it may load."""
+    if view.state is not ModelState.FAILED or view.failed_at is None:
+        return None
+    wait_s = view.failed_at + view.limits.restart.cooldown_s - now
+    if wait_s <= 0:
+        return None
+    cause = str(view.failure) if view.failure is not None else "it failed"
+    return ModelFailed(
+        f"model {view.model!r} is FAILED and parked for {wait_s:.0f} s more: {cause} "
+        f"(`mlsup load {view.model}` retries now)",
+        model=view.model,
+        retry_in_s=round(wait_s, 1),
+    )
 
 
 def _worker_exited(view: View, event: WorkerExited, now: float) -> list[Action]:

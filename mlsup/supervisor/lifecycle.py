@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -89,6 +90,7 @@ class Lifecycle:
             record.stop, reason=action.reason, note=str(action.error), error=action.error
         )
         self.sup.log(f"{record.id}: FAILED: {action.error}")
+        record.failed_at = time.monotonic()
         await self.sup.release(record)
         await record.fire(Event.GAVE_UP)
 

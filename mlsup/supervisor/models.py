@@ -72,6 +72,7 @@ class ModelRecord:
     stop: LastStop = LastStop()
     restarts: int = 0
     crash_times: tuple[float, ...] = ()
+    failed_at: float | None = None  #: when it last became FAILED (``time.monotonic()``)
     last_activity: float = field(default_factory=time.monotonic)
     #: When each lifecycle step last happened (``time.monotonic()``, which is system-wide on
     #: Linux, so other processes on the host can compare): ``lease_requested``,
@@ -129,6 +130,8 @@ class ModelRecord:
             last_activity=self.last_activity,
             progress_at=run.progress_at if run is not None else 0.0,
             lease_lost=self.lease.lost if self.lease is not None else None,
+            failure=self.stop.error if self.state is ModelState.FAILED else None,
+            failed_at=self.failed_at,
         )
 
     # -- reports of the current worker (the control plane checked who sent them) ---------------

@@ -29,6 +29,7 @@ from mlsup.supervisor.decide import (
     View,
     WorkerExited,
     decide,
+    implicit_load_refused,
 )
 from mlsup.supervisor.restart import RestartPolicy
 from mlsup.supervisor.states import Event, ModelState
@@ -262,3 +263,32 @@ def test_a_reported_oom_error_is_what_waiters_get_after_flapping() -> None:
         NOW,
     )
     assert isinstance(actions[-1], MarkFailed) and isinstance(actions[-1].error, ModelFailed)
+
+
+COOLDOWN = LIMITS.restart.cooldown_s
+CRASH_LOOP = ModelFailed("model 'm' crashed 3 times within 60 s", model="m")
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "refused"),
+    [
+        (view(S.FAILED, failure=CRASH_LOOP, failed_at=NOW - 1), True),
+        (view(S.FAILED, failure=CRASH_LOOP, failed_at=NOW - COOLDOWN + 0.5), True),
+        (view(S.FAILED, failure=CRASH_LOOP, failed_at=NOW - COOLDOWN), False),  # cooled down
+        (view(S.FAILED, failure=None, failed_at=None), False),  # never failed here
+        (view(S.UNLOADED), False),
+        (view(S.READY), False),
+        (view(S.BACKOFF), False),
+    ],
+)
+def test_implicit_loads_leave_a_failed_model_parked_until_its_cool_down(
+    snapshot: View, refused: bool
+) -> None:
+    assert (implicit_load_refused(snapshot, NOW) is not None) is refused
+
+
+def test_a_refused_implicit_load_names_the_cause_and_when_to_retry() -> None:
+    refusal = implicit_load_refused(view(S.FAILED, failure=CRASH_LOOP, failed_at=NOW - 100), NOW)
+    assert isinstance(refusal, ModelFailed)
+    assert refusal.context["retry_in_s"] == COOLDOWN - 100
+    assert "crashed 3 times" in refusal.message and "mlsup load m" in refusal.message

@@ -1,0 +1,56 @@
+"""Issue 14's supervisor half, with real supervisors, workers, signals and Redis: FAILED stays
+failed, a second detached start fails, a restart releases the dead one's leases, workers never
+outlive their supervisor, a hung worker is replaced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mlsup.errors import ModelFailed
+from mlsup.testing.redis import TestRedis
+
+from .supervisor_helpers import manifest
+from .test_supervisor import PROBE, supervisors
+
+__all__ = ["supervisors"]  # the fixture, shared with test_supervisor
+
+CRASHY = PROBE.replace("[models.probe]", "[models.crashy]") + "options = { crash_on_load = true }\n"
+
+
+def test_implicit_loads_leave_a_failed_model_parked(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    supervisor = supervisors(manifest(redis_server.url, redis_prefix, CRASHY))
+    with supervisor.client(timeout=30) as client:
+        with pytest.raises(ModelFailed, match="crashed 3 times"):
+            client.load("crashy")
+        parked = supervisor.row("crashy")
+        model = client.model("crashy")
+        for _ in range(5):  # callers keep calling: none of them revives the crash loop
+            with pytest.raises(ModelFailed, match="parked") as refused:
+                model.run({"x": 1})
+            assert "crashed 3 times" in refused.value.message
+            assert "mlsup load crashy" in refused.value.message
+            assert 0 < refused.value.context["retry_in_s"] <= 300
+        row = supervisor.row("crashy")
+        assert row["state"] == "failed" and row["generation"] == parked["generation"]
+        assert row["restarts"] == parked["restarts"]
+        with pytest.raises(ModelFailed, match="crashed 3 times"):  # explicit: tries again
+            client.load("crashy")
+        assert supervisor.row("crashy")["generation"] > parked["generation"]
+
+
+def test_after_the_cool_down_a_caller_may_try_a_failed_model_again(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    config = manifest(redis_server.url, redis_prefix, CRASHY, restart_failed_cooldown_s=0)
+    supervisor = supervisors(config)
+    with supervisor.client(timeout=30) as client:
+        with pytest.raises(ModelFailed, match="crashed 3 times"):
+            client.load("crashy")
+        parked = supervisor.row("crashy")
+        with pytest.raises(ModelFailed, match="crashed 3 times"):
+            client.model("crashy").run({"x": 1})
+    assert supervisor.row("crashy")["generation"] > parked["generation"]
