@@ -44,6 +44,20 @@ class RunLock:
 
     def acquire(self) -> None:
         """Take the lock or raise ConfigError naming the supervisor that holds it."""
+        handle = self._take()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def check(self) -> None:
+        """Raise the ConfigError :meth:`acquire` would raise if a supervisor holds the lock;
+        take nothing (``mlsup start --detach`` asks before it starts one in the background)."""
+        if self._paths.lock.exists():
+            self._take().close()  # closing the file drops the lock
+
+    def _take(self) -> IO[str]:
         handle = open(self._paths.lock, "a+", encoding="utf-8")  # noqa: SIM115 - held for life
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -56,11 +70,7 @@ class RunLock:
                 "stop it with `mlsup stop`, or set MLSUP_RUNTIME_DIR to run another",
                 pid=holder,
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._file = handle
+        return handle
 
     def release(self) -> None:
         if self._file is not None:

@@ -4,6 +4,9 @@ outlive their supervisor, a hung worker is replaced."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -54,3 +57,22 @@ def test_after_the_cool_down_a_caller_may_try_a_failed_model_again(
         with pytest.raises(ModelFailed, match="crashed 3 times"):
             client.model("crashy").run({"x": 1})
     assert supervisor.row("crashy")["generation"] > parked["generation"]
+
+
+def test_a_second_start_detached_or_not_fails_with_the_same_message(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    first = supervisors(manifest(redis_server.url, redis_prefix, PROBE))
+    env = {**os.environ, "MLSUP_RUNTIME_DIR": str(first.runtime)}
+    command = [sys.executable, "-m", "mlsup", "start", "--config", str(first.config)]
+    runs = [
+        subprocess.run(
+            [*command, *detach], capture_output=True, text=True, env=env, timeout=120, check=False
+        )
+        for detach in ((), ("--detach",))
+    ]
+    foreground, detached = runs
+    assert foreground.returncode == detached.returncode == 1
+    assert f"a supervisor (pid {first.pid}) is already running" in detached.stderr
+    assert detached.stderr == foreground.stderr and detached.stdout == ""
+    assert first.process.poll() is None and first.row("probe")["state"] == "unloaded"
