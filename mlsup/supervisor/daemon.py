@@ -50,7 +50,15 @@ from mlsup.supervisor.decide import (
 from mlsup.supervisor.lifecycle import Lifecycle
 from mlsup.supervisor.models import LastStop, ModelRecord
 from mlsup.supervisor.process import WorkerProcess
-from mlsup.supervisor.recovery import RunLock, WorkerRecord, reap_previous, write_state
+from mlsup.supervisor.recovery import (
+    LeaseRecord,
+    RunLock,
+    WorkerRecord,
+    previous_leases,
+    reap_previous,
+    release_previous,
+    write_state,
+)
 from mlsup.supervisor.restart import RestartPolicy
 from mlsup.supervisor.states import Event, ModelState
 from mlsup.supervisor.template import start_template
@@ -98,6 +106,7 @@ class Supervisor:
         """Lock the runtime dir, clean up after a crashed predecessor, connect, listen."""
         self._lock.acquire()
         try:
+            stale_leases = previous_leases(self.paths)
             for line in reap_previous(self.paths):
                 self.log(f"recovery: {line}")
             self.paths.logs.mkdir(mode=defaults.RUNTIME_DIR_MODE, exist_ok=True)
@@ -117,6 +126,8 @@ class Supervisor:
             prefix = self.config.manifest.redis.prefix
             self._boss = GPUBoss(url, prefix, devices, timing=timing)
             await self._boss.connect()
+            for line in await release_previous(self._boss, stale_leases):
+                self.log(f"recovery: {line}")
             start_template(self._context, (s.loader for s in self.config.manifest.models.values()))
             ControlPlane(self).register(self._server)
             self._server.bind()
@@ -295,6 +306,7 @@ class Supervisor:
                 await record.fire(Event.LEASE_FAILED)
                 return
             record.lease = lease
+            self.save_state()
             record.mark("lease_granted")
             lease.on_preempt(lambda request: self._preempted(record, request))
         await record.fire(Event.LEASE_GRANTED)
@@ -341,6 +353,7 @@ class Supervisor:
         if lease is not None and self._boss is not None:
             with contextlib.suppress(LeaseError, TransportError):
                 await self._boss.release(lease)
+            self.save_state()
 
     async def _housekeeping(self) -> None:
         """Idle unloading, lost leases and stalled loads, once a second."""
@@ -350,13 +363,16 @@ class Supervisor:
                 await self.feed(record, Tick())
 
     def save_state(self) -> None:
-        """Write the state file: the workers a successor must reap if we crash."""
+        """Write the state file: the workers a successor must reap and the leases it must
+        release if we crash."""
+        records = self.models.values()
         workers = [
             WorkerRecord(r.id, r.worker.pid, r.worker.start_token)
-            for r in self.models.values()
+            for r in records
             if r.worker is not None
         ]
-        write_state(self.paths, workers)
+        leases = [LeaseRecord.of(r.lease) for r in records if r.lease is not None and r.lease.held]
+        write_state(self.paths, workers, leases)
 
 
 async def _start_off_loop(worker: WorkerProcess) -> None:

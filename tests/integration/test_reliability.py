@@ -15,7 +15,7 @@ from mlsup.errors import ModelFailed
 from mlsup.testing.redis import TestRedis
 
 from .supervisor_helpers import manifest
-from .test_supervisor import PROBE, supervisors
+from .test_supervisor import PROBE, leases_under, supervisors
 
 __all__ = ["supervisors"]  # the fixture, shared with test_supervisor
 
@@ -76,3 +76,25 @@ def test_a_second_start_detached_or_not_fails_with_the_same_message(
     assert f"a supervisor (pid {first.pid}) is already running" in detached.stderr
     assert detached.stderr == foreground.stderr and detached.stdout == ""
     assert first.process.poll() is None and first.row("probe")["state"] == "unloaded"
+
+
+def test_a_quick_restart_releases_the_dead_supervisors_leases_at_start(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    config = manifest(redis_server.url, redis_prefix, PROBE)
+    first = supervisors(config)
+    with first.client(timeout=30) as client:
+        lease_id = client.load("probe")["lease_id"]
+    assert [lease["model"] for lease in leases_under(redis_server, redis_prefix)] == ["probe"]
+    first.kill()
+    second = supervisors(config)
+    # Released by the new supervisor (no tombstone), not reaped later by whoever looks.
+    raw = redis_server.client()
+    try:
+        assert not raw.exists(f"{redis_prefix}lease:{lease_id}")
+        assert not raw.exists(f"{redis_prefix}lease:{lease_id}:gone")
+    finally:
+        raw.close()
+    assert f"released lease {lease_id} of probe (200 MB on GPU 0)" in second.output()
+    with second.client() as client:
+        assert client.leases() == []
