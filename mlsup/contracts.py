@@ -28,6 +28,7 @@ from mlsup.errors import ProtocolError
 __all__ = [
     "ExitReason",
     "FailureKind",
+    "HeartbeatReply",
     "LoadArgs",
     "ModelArgs",
     "ModelStatus",
@@ -52,6 +53,7 @@ class WorkerExit(enum.IntEnum):
     OK = 0  #: stopped on request (SIGTERM, supervisor gone)
     LOAD_ERROR = 3  #: the model could not be loaded (bad file, missing runtime): do not retry
     OOM = 4  #: the device ran out of memory: re-lease more, then respawn
+    LEASE_EXPIRED = 5  #: its lease went unrenewed past its expiry: it stopped serving
 
 
 class ExitReason(enum.StrEnum):
@@ -98,6 +100,9 @@ class WorkerConfig(_Message, frozen=True):
     log: str
     heartbeat_s: float
     env: dict[str, str] = {}
+    #: Until when its lease is known to be held (``time.monotonic()``, system-wide on Linux):
+    #: past it, without a newer word from the supervisor, the worker stops serving.
+    lease_until: float | None = None
 
     @property
     def model_id(self) -> str:
@@ -151,6 +156,13 @@ class WorkerHeartbeat(WorkerIdentity, frozen=True):
     requests: int
     idle_s: float
     memory_mb: int | None = None
+
+
+class HeartbeatReply(_Message, frozen=True):
+    """The supervisor's answer to a heartbeat: until when the worker's lease is renewed
+    (``time.monotonic()``); None when it holds none any more."""
+
+    lease_until: float | None
 
 
 class WorkerFailed(WorkerIdentity, frozen=True):

@@ -192,3 +192,6 @@ HEARTBEAT_NUDGE_MIN_S = 0.05
 #: first call through the proxy) fails fast with ModelFailed instead of reviving a crash loop;
 #: ``mlsup load MODEL`` retries at once. Counted from the moment it failed.
 RESTART_FAILED_COOLDOWN_S = 300.0
+#: A worker stops serving this long before its lease's expiry as the supervisor last renewed it
+#: (seconds): the renewal was recorded after Redis set the expiry, so the true one is earlier.
+WORKER_LEASE_MARGIN_S = 0.5

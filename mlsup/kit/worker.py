@@ -11,7 +11,10 @@ report. The worker then:
 4. serves requests one at a time, and heartbeats (busy/idle, requests served, memory): once
    per interval, and soon after each request, so that ``mlsup status`` counts what it served;
 5. on SIGTERM finishes the request in hand and exits; on out-of-memory reports it and exits
-   with :attr:`~mlsup.contracts.WorkerExit.OOM`; when the supervisor is gone, exits.
+   with :attr:`~mlsup.contracts.WorkerExit.OOM`; the instant the supervisor is gone, exits
+   (:mod:`mlsup.kit.lifeline`); past its lease's expiry without a renewal from the supervisor
+   (each heartbeat's reply says until when), refuses calls and exits with
+   :attr:`~mlsup.contracts.WorkerExit.LEASE_EXPIRED`: it never serves without a lease.
 
 What it is started with and what it reports are the typed messages of :mod:`mlsup.contracts`.
 """
@@ -34,6 +37,7 @@ import psutil
 from mlsup import defaults
 from mlsup.contracts import (
     FailureKind,
+    HeartbeatReply,
     WorkerConfig,
     WorkerExit,
     WorkerFailed,
@@ -43,7 +47,8 @@ from mlsup.contracts import (
     from_wire,
     to_wire,
 )
-from mlsup.errors import MlsupError, ModelOOM, ProtocolError, TransportError
+from mlsup.errors import LeaseLost, MlsupError, ModelOOM, ProtocolError, TransportError
+from mlsup.kit.lifeline import LeaseDeadline, die_with_parent, watch_deadline, watch_exit
 from mlsup.kit.load_progress import LoadMeter, LoadProgress, report_while
 from mlsup.process_identity import process_alive
 
@@ -89,6 +94,7 @@ class _Worker:
         self.served = threading.Event()  #: set after each call: heartbeat soon
         self.oom: ModelOOM | None = None
         self.server: Any = None
+        self.lease = LeaseDeadline(config.lease_until)
 
     def report(self, op: str, shape: type[msgspec.Struct], **facts: Any) -> Any:
         message = shape(**self.identity, **facts)
@@ -126,6 +132,8 @@ class _Worker:
             positional, keywords = _call_arguments(args)
             if stream:
                 keywords["stream"] = True
+            if self.lease.expired():
+                raise self.lease_expired()
             self.busy = True
             try:
                 return method(*positional, **keywords)
@@ -156,7 +164,7 @@ class _Worker:
                 self.server.stop(timeout=0)
                 return
             try:
-                self.report(
+                reply = self.report(
                     "worker.heartbeat",
                     WorkerHeartbeat,
                     busy=self.busy,
@@ -164,6 +172,7 @@ class _Worker:
                     idle_s=time.monotonic() - self.last_request,
                     memory_mb=_memory_mb(),
                 )
+                self.lease.extend(from_wire(reply, HeartbeatReply, what="heartbeat reply"))
             except TransportError:
                 continue  # a slow supervisor: the pid check above decides when it is gone
             except MlsupError as exc:  # it no longer knows us (a newer generation took over)
@@ -171,6 +180,27 @@ class _Worker:
                 self.server.stop(timeout=0)
                 return
             stop.wait(defaults.HEARTBEAT_NUDGE_MIN_S)  # under load, not one report per call
+
+    def lease_expired(self) -> LeaseLost:
+        """The error of a call that came after the lease's known expiry."""
+        return LeaseLost(
+            f"the worker of {self.config.model_id!r} stopped serving: its lease went unrenewed "
+            "past its expiry (the supervisor is gone or stalled); retry, and the supervisor "
+            "starts a new one",
+            model=self.config.model_id,
+        )
+
+
+def _exit_when_lease_expires(worker: _Worker) -> None:
+    """Leave at the lease's expiry, even in the middle of a call: its VRAM may be someone
+    else's from then on."""
+    print(f"{worker.lease_expired()}; exiting", flush=True)
+    os._exit(WorkerExit.LEASE_EXPIRED)
+
+
+def _exit_with_supervisor(pid: int) -> None:
+    print(f"supervisor pid {pid} is gone; exiting", flush=True)
+    os._exit(WorkerExit.OK)
 
 
 def _call_arguments(args: Any) -> tuple[list[Any], dict[str, Any]]:
@@ -195,6 +225,8 @@ def _prepare_process(config: WorkerConfig) -> None:
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     os.environ.update(config.env)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    die_with_parent()  # the template, which ends with the supervisor
+    watch_exit(config.supervisor_pid, lambda: _exit_with_supervisor(config.supervisor_pid))
 
 
 def run_worker(data: dict[str, Any]) -> None:
@@ -206,6 +238,7 @@ def run_worker(data: dict[str, Any]) -> None:
     _prepare_process(config)
     print(f"worker {os.getpid()} for {config.model_id} (generation {config.generation})")
     worker = _Worker(config)
+    watch_deadline(worker.lease, lambda: _exit_when_lease_expires(worker))
     started = time.monotonic()
     try:
         loader, model = worker.load()

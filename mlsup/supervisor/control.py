@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mlsup import defaults
 from mlsup.contracts import (
     ExitReason,
+    HeartbeatReply,
     LoadArgs,
     ModelArgs,
     WorkerClaim,
@@ -113,9 +114,10 @@ class ControlPlane:
         record, report = self._report(args, WorkerProgress)
         record.progressed(report)
 
-    async def _worker_heartbeat(self, args: Any) -> None:
+    async def _worker_heartbeat(self, args: Any) -> Any:
         record, report = self._report(args, WorkerHeartbeat)
         record.heartbeat(report)
+        return to_wire(HeartbeatReply(lease_until=self.sup.lease_until(record)))
 
     async def _worker_failed(self, args: Any) -> None:
         record, report = self._report(args, WorkerFailed)

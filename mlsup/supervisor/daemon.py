@@ -333,6 +333,7 @@ class Supervisor:
                 "MLSUP_MODEL": record.id,
             },
             heartbeat_s=self.settings.heartbeat_s,
+            lease_until=self.lease_until(record),
         )
         worker = WorkerProcess(self._context, run_worker, to_wire(config))
         record.mark("spawned")
@@ -343,6 +344,14 @@ class Supervisor:
             f"{record.id}: started worker pid {worker.pid} on GPU {gpu} ({record.lease.vram_mb} MB)"
         )
         run.watcher = self.spawn(self.lifecycle.watch(record, worker))
+
+    def lease_until(self, record: ModelRecord) -> float | None:
+        """Until when the model's lease is surely held (``time.monotonic()``): its last renewal
+        plus the TTL, less a margin; None without a lease. Its worker serves only until then."""
+        lease = record.lease
+        if lease is None or not lease.held:
+            return None
+        return lease.renewed_at + self.boss.timing.ttl_s - defaults.WORKER_LEASE_MARGIN_S
 
     def _preempted(self, record: ModelRecord, request: PreemptionRequest) -> None:
         self.spawn(self.feed(record, PreemptionAsked(request.remaining_s, request.requester)))

@@ -5,13 +5,16 @@ outlive their supervisor, a hung worker is replaced."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
+import psutil
 import pytest
 
-from mlsup.errors import ModelFailed
+from mlsup.errors import MlsupError, ModelFailed
 from mlsup.testing.redis import TestRedis
 
 from .supervisor_helpers import manifest
@@ -98,3 +101,74 @@ def test_a_quick_restart_releases_the_dead_supervisors_leases_at_start(
     assert f"released lease {lease_id} of probe (200 MB on GPU 0)" in second.output()
     with second.client() as client:
         assert client.leases() == []
+
+
+def _gone_within(pids: list[int], bound_s: float) -> list[int]:
+    """The pids still running after waiting up to bound_s for them to end (polling, not
+    timing: the bound is generous)."""
+    deadline = time.monotonic() + bound_s
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if psutil.pid_exists(pid) and not _zombie(pid)]
+        time.sleep(0.01)
+    return alive
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_workers_and_the_template_end_with_a_sigkilled_supervisor(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    # A heartbeat far longer than the wait below: only the lifeline can end them in time.
+    config = manifest(redis_server.url, redis_prefix, PROBE, heartbeat_s=60)
+    supervisor = supervisors(config)
+    with supervisor.client(timeout=30) as client:
+        worker = client.load("probe")["pid"]
+    template = psutil.Process(worker).ppid()
+    assert template != supervisor.pid and psutil.Process(template).ppid() == supervisor.pid
+    os.kill(supervisor.pid, signal.SIGKILL)
+    started = time.monotonic()
+    for pid, name in ((worker, "worker"), (template, "template")):
+        assert _gone_within([pid], bound_s=5) == [], f"the {name} outlived its supervisor"
+        print(f"{name} gone {time.monotonic() - started:.3f} s after the supervisor's SIGKILL")
+    supervisor.process.wait()
+
+
+def test_a_worker_whose_lease_goes_unrenewed_serves_nothing_after_its_expiry(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    supervisor = supervisors(manifest(redis_server.url, redis_prefix, PROBE))
+    raw = redis_server.client()
+    with supervisor.client(timeout=30) as client:
+        row = client.load("probe")
+        model = client.model("probe", timeout=2)
+        assert model.run({"n": 0}) == {"n": 0}
+        os.kill(supervisor.pid, signal.SIGSTOP)  # alive, but it renews nothing any more
+        try:
+            served = 0
+            while True:
+                try:
+                    model.run({"n": served})
+                except MlsupError:
+                    break  # refused, or the worker is gone: nothing served from here
+                answered_ms = _redis_ms(raw)
+                expiry = raw.zscore(f"{redis_prefix}gpu:0:leases", row["lease_id"])
+                assert expiry is not None and answered_ms < expiry, "served without a lease"
+                served += 1
+            assert served > 0  # it served while the lease was good
+            assert _gone_within([row["pid"]], bound_s=30) == []
+        finally:
+            os.kill(supervisor.pid, signal.SIGCONT)
+            raw.close()
+    log = (supervisor.runtime / "logs" / "probe.log").read_text()
+    assert "stopped serving: its lease went unrenewed" in log
+
+
+def _redis_ms(raw: Any) -> int:
+    seconds, micros = raw.time()
+    return int(seconds) * 1000 + int(micros) // 1000
