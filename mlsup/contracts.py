@@ -69,6 +69,7 @@ class ExitReason(enum.StrEnum):
     OOM = "oom"  #: the device ran out of memory
     LOAD_ERROR = "load_error"  #: the loader failed: respawning cannot help
     FLAPPING = "flapping"  #: it crashed too often; the model is FAILED
+    HUNG = "hung"  #: it stopped heartbeating (and computing), or a call ran far too long
 
 
 class FailureKind(enum.StrEnum):
@@ -156,6 +157,7 @@ class WorkerHeartbeat(WorkerIdentity, frozen=True):
     requests: int
     idle_s: float
     memory_mb: int | None = None
+    busy_s: float = 0.0  #: how long the call in hand has run, when busy
 
 
 class HeartbeatReply(_Message, frozen=True):

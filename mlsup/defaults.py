@@ -195,3 +195,10 @@ RESTART_FAILED_COOLDOWN_S = 300.0
 #: A worker stops serving this long before its lease's expiry as the supervisor last renewed it
 #: (seconds): the renewal was recorded after Redis set the expiry, so the true one is earlier.
 WORKER_LEASE_MARGIN_S = 0.5
+#: A ready worker is hung once it has sent no heartbeat for this many heartbeat intervals and
+#: used no CPU meanwhile (a long inference that holds the GIL still computes): it is killed
+#: and respawned through the restart policy.
+HEARTBEAT_MISSES = 10
+#: A call still running after this long is hung, heartbeats or not (seconds): twice the
+#: longest default deadline a caller gives a call, so only a runaway call reaches it.
+HUNG_CALL_S = 2 * CALL_TIMEOUT_S

@@ -90,6 +90,7 @@ class _Worker:
         self.control = Client(config.control, timeout=defaults.CONTROL_TIMEOUT_S)
         self.requests = 0  #: calls served so far
         self.busy = False
+        self.busy_since = 0.0
         self.last_request = time.monotonic()
         self.served = threading.Event()  #: set after each call: heartbeat soon
         self.oom: ModelOOM | None = None
@@ -134,6 +135,7 @@ class _Worker:
                 keywords["stream"] = True
             if self.lease.expired():
                 raise self.lease_expired()
+            self.busy_since = time.monotonic()
             self.busy = True
             try:
                 return method(*positional, **keywords)
@@ -170,6 +172,7 @@ class _Worker:
                     busy=self.busy,
                     requests=self.requests,
                     idle_s=time.monotonic() - self.last_request,
+                    busy_s=time.monotonic() - self.busy_since if self.busy else 0.0,
                     memory_mb=_memory_mb(),
                 )
                 self.lease.extend(from_wire(reply, HeartbeatReply, what="heartbeat reply"))

@@ -91,6 +91,8 @@ class SupervisorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     terminate_grace_s: _Seconds = defaults.TERMINATE_GRACE_S
     heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = defaults.HEARTBEAT_INTERVAL_S
     load_stall_timeout_s: _Seconds = defaults.LOAD_STALL_TIMEOUT_S
+    heartbeat_misses: Annotated[int, msgspec.Meta(ge=1)] = defaults.HEARTBEAT_MISSES
+    hung_call_s: _Seconds = defaults.HUNG_CALL_S
     lease_acquire_timeout_s: _Seconds = defaults.LEASE_ACQUIRE_TIMEOUT_S
 
     @classmethod
@@ -108,6 +110,7 @@ _MUST = {
 } | {
     "restart_backoff_factor": "must be a number ≥ 1",
     "heartbeat_s": "must be a positive number (seconds)",
+    "heartbeat_misses": "must be a positive integer",
 }
 
 

@@ -49,7 +49,7 @@ from mlsup.supervisor.decide import (
 )
 from mlsup.supervisor.lifecycle import Lifecycle
 from mlsup.supervisor.models import LastStop, ModelRecord
-from mlsup.supervisor.process import WorkerProcess
+from mlsup.supervisor.process import WorkerProcess, start_off_loop
 from mlsup.supervisor.recovery import (
     LeaseRecord,
     RunLock,
@@ -88,6 +88,9 @@ class Supervisor:
             ),
             load_stall_timeout_s=s.load_stall_timeout_s,
             terminate_grace_s=s.terminate_grace_s,
+            heartbeat_s=s.heartbeat_s,
+            heartbeat_misses=s.heartbeat_misses,
+            hung_call_s=s.hung_call_s,
         )
         self.models = {mid: ModelRecord(spec) for mid, spec in config.manifest.models.items()}
         self._lock = RunLock(self.paths)
@@ -337,7 +340,7 @@ class Supervisor:
         )
         worker = WorkerProcess(self._context, run_worker, to_wire(config))
         record.mark("spawned")
-        await _start_off_loop(worker)
+        await start_off_loop(worker)
         run.process = worker
         self.save_state()
         self.log(
@@ -365,10 +368,11 @@ class Supervisor:
             self.save_state()
 
     async def _housekeeping(self) -> None:
-        """Idle unloading, lost leases and stalled loads, once a second."""
+        """Idle unloading, lost leases, stalled loads and hung workers, once a second."""
         while True:
             await asyncio.sleep(defaults.HOUSEKEEPING_INTERVAL_S)
             for record in list(self.models.values()):
+                record.sample_cpu()
                 await self.feed(record, Tick())
 
     def save_state(self) -> None:
@@ -382,17 +386,3 @@ class Supervisor:
         ]
         leases = [LeaseRecord.of(r.lease) for r in records if r.lease is not None and r.lease.held]
         write_state(self.paths, workers, leases)
-
-
-async def _start_off_loop(worker: WorkerProcess) -> None:
-    """Start worker in a thread: a fork server still importing its runtimes (torch, under load:
-    many seconds) must not stall the event loop, where lease renewals run. A start cancelled
-    half-way (a drain) still finishes, and its process is stopped: none is left behind."""
-    started = asyncio.ensure_future(asyncio.to_thread(worker.start))
-    try:
-        await asyncio.shield(started)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await started
-            await worker.terminate(0)
-        raise

@@ -57,6 +57,9 @@ class Limits:
     restart: RestartPolicy
     load_stall_timeout_s: float = defaults.LOAD_STALL_TIMEOUT_S
     terminate_grace_s: float = defaults.TERMINATE_GRACE_S
+    heartbeat_s: float = defaults.HEARTBEAT_INTERVAL_S
+    heartbeat_misses: int = defaults.HEARTBEAT_MISSES
+    hung_call_s: float = defaults.HUNG_CALL_S
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,11 @@ class View:
     reported: MlsupError | None = None  #: the error its worker reported before exiting
     crash_times: tuple[float, ...] = ()  #: recent crashes (monotonic seconds)
     last_activity: float = 0.0
-    progress_at: float = 0.0  #: the last sign of life of a load
+    progress_at: float = 0.0  #: its worker's last report (a load's progress, a heartbeat)
+    cpu_at: float = 0.0  #: when its worker's CPU time last grew
+    busy_since: float | None = None  #: when the call in hand began, as its last heartbeat said
+    kill_reason: ExitReason | None = None  #: why the supervisor killed its current worker
+    kill_note: str = ""
     lease_lost: MlsupError | None = None  #: why its lease is gone, when it is
     failure: MlsupError | None = None  #: why it is FAILED, when it is
     failed_at: float | None = None  #: when it became FAILED
@@ -155,6 +162,7 @@ class RespawnAfter:
 
     delay_s: float
     reason: ExitReason
+    note: str | None = None  #: why, for ``mlsup status``
 
 
 @dataclass(frozen=True)
@@ -178,7 +186,11 @@ class Drain:
 
 @dataclass(frozen=True)
 class KillWorker:
-    """SIGKILL the worker's process group; its exit comes back as :class:`WorkerExited`."""
+    """SIGKILL the worker's process group; its exit comes back as :class:`WorkerExited`,
+    and is recorded as ``reason`` (``note`` for people) rather than a crash."""
+
+    reason: ExitReason | None = None
+    note: str = ""
 
 
 Action = (
@@ -227,6 +239,8 @@ def _worker_exited(view: View, event: WorkerExited, now: float) -> list[Action]:
     if view.state is ModelState.DRAINING:
         return []  # the drain is waiting for exactly this
     how = describe_exit(event.code)
+    if view.kill_reason is not None:
+        how = f"{how} ({view.kill_reason.value}: {view.kill_note})"
     actions: list[Action] = [
         Log(f"{view.model}: worker pid {event.pid} {how}"),
         Transition(Event.WORKER_EXITED),
@@ -238,7 +252,7 @@ def _worker_exited(view: View, event: WorkerExited, now: float) -> list[Action]:
             model=view.model,
         )
         return [*actions, MarkFailed(error, ExitReason.LOAD_ERROR)]
-    reason = ExitReason.CRASH
+    reason = view.kill_reason or ExitReason.CRASH
     if event.code == WorkerExit.OOM or view.oom_reported:
         reason = ExitReason.OOM
         grown = int(max(view.estimate_mb or 0, view.memory_mb or 0) * defaults.OOM_GROWTH) + 1
@@ -260,7 +274,8 @@ def _worker_exited(view: View, event: WorkerExited, now: float) -> list[Action]:
             last_exit=how,
         )
         return [*actions, MarkFailed(failure, ExitReason.FLAPPING)]
-    return [*actions, RespawnAfter(decision.delay_s, reason)]
+    note = f"{reason.value}: {view.kill_note}" if view.kill_reason is not None else None
+    return [*actions, RespawnAfter(decision.delay_s, reason, note)]
 
 
 def _tick(view: View, now: float) -> list[Action]:
@@ -273,10 +288,29 @@ def _tick(view: View, now: float) -> list[Action]:
         last_used=view.last_activity, in_use=0, timeout_s=view.idle_timeout_s, now=now
     ):
         return [Drain(ExitReason.IDLE, f"idle for {view.idle_timeout_s:g} s")]
+    if view.kill_reason is not None:
+        return []  # killed already: its exit is on its way
     stall = view.limits.load_stall_timeout_s
     if view.state is ModelState.STARTING and view.has_worker and now - view.progress_at >= stall:
-        return [Log(f"{view.model}: no load progress for {stall:g} s; killing it"), KillWorker()]
+        note = f"no load progress for {stall:g} s"
+        return [Log(f"{view.model}: {note}; killing it"), KillWorker(ExitReason.STALLED, note)]
+    hung = _hung(view, now) if view.state is ModelState.READY and view.has_worker else None
+    if hung is not None:
+        return [Log(f"{view.model}: hung ({hung}); killing it"), KillWorker(ExitReason.HUNG, hung)]
     return []
+
+
+def _hung(view: View, now: float) -> str | None:
+    """Why a ready worker counts as hung, if it does: silent and idle on the CPU for its
+    heartbeat misses (a long inference that holds the GIL silences heartbeats but computes),
+    or a call running far past any caller's deadline."""
+    limits = view.limits
+    silent_s = now - max(view.progress_at, view.cpu_at)
+    if silent_s >= limits.heartbeat_s * limits.heartbeat_misses:
+        return f"no heartbeat and no CPU use for {silent_s:.1f} s"
+    if view.busy_since is not None and now - view.busy_since >= limits.hung_call_s:
+        return f"a call has run for {now - view.busy_since:.0f} s (limit {limits.hung_call_s:g} s)"
+    return None
 
 
 def _preempted(view: View, event: PreemptionAsked) -> list[Action]:

@@ -12,6 +12,8 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+import psutil
+
 from mlsup.contracts import (
     ExitReason,
     ModelStatus,
@@ -47,6 +49,11 @@ class WorkerRun:
     memory_mb: int | None = None
     reported: MlsupError | None = None  #: the failure it reported before exiting
     oom_reported: bool = False
+    cpu_s: float = 0.0  #: its CPU time when last sampled
+    cpu_at: float = field(default_factory=time.monotonic)  #: when that last grew
+    busy_since: float | None = None  #: when its call in hand began (from its heartbeats)
+    kill_reason: ExitReason | None = None  #: why the supervisor killed it, if it did
+    kill_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,10 @@ class ModelRecord:
             crash_times=self.crash_times,
             last_activity=self.last_activity,
             progress_at=run.progress_at if run is not None else 0.0,
+            cpu_at=run.cpu_at if run is not None else 0.0,
+            busy_since=run.busy_since if run is not None else None,
+            kill_reason=run.kill_reason if run is not None else None,
+            kill_note=run.kill_note if run is not None else "",
             lease_lost=self.lease.lost if self.lease is not None else None,
             failure=self.stop.error if self.state is ModelState.FAILED else None,
             failed_at=self.failed_at,
@@ -163,7 +174,21 @@ class ModelRecord:
         if report.memory_mb is not None:
             self.run.memory_mb = report.memory_mb
         idle_s = 0.0 if report.busy else max(0.0, report.idle_s)
+        self.run.busy_since = time.monotonic() - report.busy_s if report.busy else None
         self.last_activity = max(self.last_activity, time.monotonic() - idle_s)
+
+    def sample_cpu(self) -> None:
+        """Note whether its worker used CPU since the last sample (alive, if silent)."""
+        worker, run = self.worker, self.run
+        if worker is None or run is None:
+            return
+        try:
+            times = psutil.Process(worker.pid).cpu_times()
+        except psutil.Error:
+            return  # ended: its exit is on its way
+        used = times.user + times.system
+        if used > run.cpu_s:
+            run.cpu_s, run.cpu_at = used, time.monotonic()
 
     def failed(self, report: WorkerFailed) -> MlsupError:
         """The worker is about to exit because of an error: what its waiters will be told."""

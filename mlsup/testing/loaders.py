@@ -14,7 +14,8 @@ where :func:`register_probe` ran (the test suite, ``mlsup bench``), which names 
 Its model serves ``embed(texts)`` (deterministic vectors), ``complete(prompt)`` (reversed,
 optionally slow and streamed) and ``run(inputs)``, which echoes
 its inputs, or with ``{"sleep": s}`` sleeps, ``{"crash": 1}`` dies of SIGKILL,
-``{"oom": 1}`` raises ModelOOM.
+``{"oom": 1}`` raises ModelOOM, ``{"hold_gil": s}`` computes for about s seconds in one C call
+that never releases the GIL (a runtime stuck in native code: its heartbeat thread cannot run).
 """
 
 from __future__ import annotations
@@ -79,7 +80,19 @@ class ProbeModel:
             raise ModelOOM("CUDA out of memory (probe)", model=os.environ.get("MLSUP_MODEL"))
         if "sleep" in inputs:
             time.sleep(float(inputs["sleep"]))
+        if "hold_gil" in inputs:
+            _hold_gil(float(inputs["hold_gil"]))
         return dict(inputs)
+
+
+def _hold_gil(seconds: float) -> None:
+    """Compute for about ``seconds`` in one call of C code that keeps the GIL: ``sum`` over a
+    ``range`` never returns to the interpreter loop, where other threads get their turn."""
+    started = time.perf_counter()
+    sample = 2_000_000
+    sum(range(sample))
+    rate = sample / max(time.perf_counter() - started, 1e-6)
+    sum(range(int(rate * seconds)))
 
 
 class ProbeLoader(ModelLoader):

@@ -172,3 +172,34 @@ def test_a_worker_whose_lease_goes_unrenewed_serves_nothing_after_its_expiry(
 def _redis_ms(raw: Any) -> int:
     seconds, micros = raw.time()
     return int(seconds) * 1000 + int(micros) // 1000
+
+
+HUNG_FAST = {"heartbeat_s": 0.2, "heartbeat_misses": 5}  # hung after 1 s silent and idle
+
+
+def test_a_stopped_worker_is_killed_and_replaced_as_hung(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    supervisor = supervisors(manifest(redis_server.url, redis_prefix, PROBE, **HUNG_FAST))
+    with supervisor.client(timeout=30) as client:
+        stopped = client.load("probe")["pid"]
+        os.kill(stopped, signal.SIGSTOP)  # a deadlock, a runtime stuck in C: silent and idle
+        row = supervisor.wait_for("probe", lambda r: r["state"] == "ready" and r["pid"] != stopped)
+        assert row["exit_reason"] == "hung" and row["restarts"] == 1
+        assert row["reason"].startswith("hung: no heartbeat and no CPU use for")
+        assert _gone_within([stopped], bound_s=5) == []
+        assert client.model("probe", timeout=30).run({"after": 1}) == {"after": 1}
+    assert "probe: hung (no heartbeat and no CPU use" in supervisor.output()
+
+
+def test_a_long_call_that_holds_the_gil_is_not_taken_for_a_hang(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    supervisor = supervisors(manifest(redis_server.url, redis_prefix, PROBE, **HUNG_FAST))
+    with supervisor.client(timeout=30) as client:
+        pid = client.load("probe")["pid"]
+        # Silent for 3 s (three times the hang threshold), but computing all along.
+        assert client.model("probe", timeout=60).run({"hold_gil": 3}) == {"hold_gil": 3}
+        row = supervisor.row("probe")
+    assert row["pid"] == pid and row["restarts"] == 0 and row["state"] == "ready"
+    assert "hung" not in supervisor.output()

@@ -146,7 +146,7 @@ TABLE: list[tuple[str, View, EventIn, list[Action]]] = [
         "a stalled load is killed",
         view(S.STARTING, progress_at=NOW - 100),
         Tick(),
-        [KillWorker()],
+        [KillWorker(ExitReason.STALLED, "no load progress for 100 s")],
     ),
     (
         "a load still progressing is left alone",
@@ -292,3 +292,46 @@ def test_a_refused_implicit_load_names_the_cause_and_when_to_retry() -> None:
     assert isinstance(refusal, ModelFailed)
     assert refusal.context["retry_in_s"] == COOLDOWN - 100
     assert "crashed 3 times" in refusal.message and "mlsup load m" in refusal.message
+
+
+# LIMITS: heartbeats every HEARTBEAT_S, hung after MISSES of them.
+SILENT = LIMITS.heartbeat_s * LIMITS.heartbeat_misses
+
+
+@pytest.mark.parametrize(
+    ("changes", "hung"),
+    [
+        ({"progress_at": NOW - SILENT, "cpu_at": NOW - SILENT}, "no heartbeat and no CPU use"),
+        ({"progress_at": NOW - SILENT + 0.1, "cpu_at": 0.0}, None),  # a heartbeat came
+        ({"progress_at": NOW - SILENT, "cpu_at": NOW - 1}, None),  # silent, but computing
+        ({"busy_since": NOW - LIMITS.hung_call_s}, "a call has run for"),
+        ({"busy_since": NOW - LIMITS.hung_call_s + 1}, None),
+        (  # killed already: its exit is on its way
+            {"progress_at": 0.0, "cpu_at": 0.0, "kill_reason": ExitReason.HUNG},
+            None,
+        ),
+    ],
+)
+def test_a_ready_worker_is_hung_when_silent_and_idle_or_stuck_in_one_call(
+    changes: dict[str, object], hung: str | None
+) -> None:
+    actions = without_logs(decide(view(S.READY, **changes), Tick(), NOW))
+    if hung is None:
+        assert actions == []
+    else:
+        (kill,) = actions
+        assert isinstance(kill, KillWorker) and kill.reason is ExitReason.HUNG
+        assert kill.note.startswith(hung)
+
+
+def test_only_a_ready_worker_is_judged_hung() -> None:
+    for state in (S.STARTING, S.BACKOFF, S.FAILED, S.UNLOADED):
+        silent = view(state, progress_at=NOW - SILENT + 1, cpu_at=0.0, busy_since=0.0)
+        assert without_logs(decide(silent, Tick(), NOW)) == []
+
+
+def test_a_hung_worker_respawns_as_hung_and_counts_as_a_crash() -> None:
+    hung = view(S.READY, kill_reason=ExitReason.HUNG, kill_note="no heartbeat for 10 s")
+    actions = without_logs(decide(hung, WorkerExited(7, KILLED), NOW))
+    assert actions[-1] == RespawnAfter(0.0, ExitReason.HUNG, "hung: no heartbeat for 10 s")
+    assert RecordCrashes((NOW,)) in actions
