@@ -202,3 +202,8 @@ HEARTBEAT_MISSES = 10
 #: A call still running after this long is hung, heartbeats or not (seconds): twice the
 #: longest default deadline a caller gives a call, so only a runaway call reaches it.
 HUNG_CALL_S = 2 * CALL_TIMEOUT_S
+#: Lease enforcement: a worker whose VRAM (NVML, per process) stays above its lease by more than
+#: this margin (MB) for VRAM_OVER_FOR_S is treated as out of memory: killed, re-leased at the
+#: peak it reached, respawned.
+VRAM_OVER_MARGIN_MB = 256
+VRAM_OVER_FOR_S = 5.0

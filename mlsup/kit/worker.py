@@ -206,6 +206,17 @@ def _exit_with_supervisor(pid: int) -> None:
     os._exit(WorkerExit.OK)
 
 
+def _cap_torch(config: WorkerConfig) -> None:
+    """Hold torch's CUDA allocator to the lease (where torch and CUDA are present): beyond it,
+    allocations fail as out-of-memory, which the supervisor answers with a bigger lease."""
+    torch = sys.modules.get("torch")
+    leased = config.env.get("MLSUP_LEASED_MB")
+    if torch is None or leased is None or not torch.cuda.is_available():
+        return
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, int(leased) * (1 << 20) / total), 0)
+
+
 def _call_arguments(args: Any) -> tuple[list[Any], dict[str, Any]]:
     if args is None:
         return [], {}
@@ -242,6 +253,7 @@ def run_worker(data: dict[str, Any]) -> None:
     print(f"worker {os.getpid()} for {config.model_id} (generation {config.generation})")
     worker = _Worker(config)
     watch_deadline(worker.lease, lambda: _exit_when_lease_expires(worker))
+    _cap_torch(config)
     started = time.monotonic()
     try:
         loader, model = worker.load()

@@ -35,6 +35,7 @@ from mlsup.ipc.shm import sweep_orphans
 from mlsup.kit.devices import DeviceKind, parse_devices
 from mlsup.kit.leases import GPUBoss, LeaseTiming, PreemptionRequest, Priority
 from mlsup.kit.loaders import get_loader
+from mlsup.kit.vram_usage import vram_usage
 from mlsup.kit.worker import run_worker
 from mlsup.supervisor.config import SupervisorConfig
 from mlsup.supervisor.control import ControlPlane
@@ -91,7 +92,10 @@ class Supervisor:
             heartbeat_s=s.heartbeat_s,
             heartbeat_misses=s.heartbeat_misses,
             hung_call_s=s.hung_call_s,
+            vram_over_margin_mb=s.vram_over_margin_mb,
+            vram_over_for_s=s.vram_over_for_s,
         )
+        self._vram = vram_usage()
         self.models = {mid: ModelRecord(spec) for mid, spec in config.manifest.models.items()}
         self._lock = RunLock(self.paths)
         self._embedded: Any = None
@@ -371,8 +375,10 @@ class Supervisor:
         """Idle unloading, lost leases, stalled loads and hung workers, once a second."""
         while True:
             await asyncio.sleep(defaults.HOUSEKEEPING_INTERVAL_S)
+            reading = await asyncio.to_thread(self._vram.read)
             for record in list(self.models.values()):
                 record.sample_cpu()
+                record.sample_vram(reading, self.limits)
                 await self.feed(record, Tick())
 
     def save_state(self) -> None:

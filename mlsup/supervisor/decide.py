@@ -45,6 +45,7 @@ __all__ = [
     "WorkerExited",
     "decide",
     "implicit_load_refused",
+    "over_lease_since",
 ]
 
 _QUIET = (ModelState.UNLOADED, ModelState.FAILED, ModelState.DRAINING)
@@ -60,6 +61,8 @@ class Limits:
     heartbeat_s: float = defaults.HEARTBEAT_INTERVAL_S
     heartbeat_misses: int = defaults.HEARTBEAT_MISSES
     hung_call_s: float = defaults.HUNG_CALL_S
+    vram_over_margin_mb: int = defaults.VRAM_OVER_MARGIN_MB
+    vram_over_for_s: float = defaults.VRAM_OVER_FOR_S
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,9 @@ class View:
     busy_since: float | None = None  #: when the call in hand began, as its last heartbeat said
     kill_reason: ExitReason | None = None  #: why the supervisor killed its current worker
     kill_note: str = ""
+    leased_mb: int | None = None  #: its lease's size, while it holds one
+    vram_peak_mb: int | None = None  #: the most VRAM its worker was seen using
+    vram_over_since: float | None = None  #: since when its worker uses more than the lease
     lease_lost: MlsupError | None = None  #: why its lease is gone, when it is
     failure: MlsupError | None = None  #: why it is FAILED, when it is
     failed_at: float | None = None  #: when it became FAILED
@@ -253,7 +259,14 @@ def _worker_exited(view: View, event: WorkerExited, now: float) -> list[Action]:
         )
         return [*actions, MarkFailed(error, ExitReason.LOAD_ERROR)]
     reason = view.kill_reason or ExitReason.CRASH
-    if event.code == WorkerExit.OOM or view.oom_reported:
+    if view.kill_reason is ExitReason.OOM and view.vram_peak_mb is not None:
+        # It outgrew its lease, measured: lease what it used.
+        actions += [
+            Log(f"{view.model}: re-leasing {view.vram_peak_mb} MB, the peak it used"),
+            SetEstimate(view.vram_peak_mb),
+            ReleaseLease(),
+        ]
+    elif event.code == WorkerExit.OOM or view.oom_reported:
         reason = ExitReason.OOM
         grown = int(max(view.estimate_mb or 0, view.memory_mb or 0) * defaults.OOM_GROWTH) + 1
         actions += [
@@ -297,7 +310,23 @@ def _tick(view: View, now: float) -> list[Action]:
     hung = _hung(view, now) if view.state is ModelState.READY and view.has_worker else None
     if hung is not None:
         return [Log(f"{view.model}: hung ({hung}); killing it"), KillWorker(ExitReason.HUNG, hung)]
+    over_s = now - view.vram_over_since if view.vram_over_since is not None else -1.0
+    if view.has_worker and over_s >= view.limits.vram_over_for_s:
+        note = (
+            f"used {view.vram_peak_mb} MB of VRAM on a {view.leased_mb} MB lease for {over_s:.1f} s"
+        )
+        return [Log(f"{view.model}: {note}; killing it"), KillWorker(ExitReason.OOM, note)]
     return []
+
+
+def over_lease_since(
+    since: float | None, used_mb: int | None, leased_mb: int | None, limits: Limits, now: float
+) -> float | None:
+    """Since when a worker using ``used_mb`` has been over its lease by more than the margin
+    (``since`` is the previous answer); None when it is not over now."""
+    if used_mb is None or leased_mb is None or used_mb <= leased_mb + limits.vram_over_margin_mb:
+        return None
+    return now if since is None else since
 
 
 def _hung(view: View, now: float) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import psutil
@@ -25,7 +26,7 @@ from mlsup.contracts import (
 from mlsup.errors import MlsupError, ModelLoadError, ModelOOM
 from mlsup.kit.leases import GPULease, Priority
 from mlsup.kit.manifest import ModelSpec
-from mlsup.supervisor.decide import Limits, View
+from mlsup.supervisor.decide import Limits, View, over_lease_since
 from mlsup.supervisor.process import WorkerProcess, describe_exit
 from mlsup.supervisor.states import Event, ModelState, next_state
 
@@ -54,6 +55,8 @@ class WorkerRun:
     busy_since: float | None = None  #: when its call in hand began (from its heartbeats)
     kill_reason: ExitReason | None = None  #: why the supervisor killed it, if it did
     kill_note: str = ""
+    vram_peak_mb: int | None = None  #: the most VRAM it was seen using (NVML)
+    vram_over_since: float | None = None  #: since when it uses more than its lease allows
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,9 @@ class ModelRecord:
             busy_since=run.busy_since if run is not None else None,
             kill_reason=run.kill_reason if run is not None else None,
             kill_note=run.kill_note if run is not None else "",
+            leased_mb=self.lease.vram_mb if self.lease is not None else None,
+            vram_peak_mb=run.vram_peak_mb if run is not None else None,
+            vram_over_since=run.vram_over_since if run is not None else None,
             lease_lost=self.lease.lost if self.lease is not None else None,
             failure=self.stop.error if self.state is ModelState.FAILED else None,
             failed_at=self.failed_at,
@@ -189,6 +195,19 @@ class ModelRecord:
         used = times.user + times.system
         if used > run.cpu_s:
             run.cpu_s, run.cpu_at = used, time.monotonic()
+
+    def sample_vram(self, reading: Mapping[int, int], limits: Limits) -> None:
+        """Note what VRAM its worker uses now (``reading``: MB by pid)."""
+        worker, run = self.worker, self.run
+        if worker is None or run is None:
+            return
+        used = reading.get(worker.pid)
+        if used is not None:
+            run.vram_peak_mb = max(run.vram_peak_mb or 0, used)
+        leased = self.lease.vram_mb if self.lease is not None else None
+        run.vram_over_since = over_lease_since(
+            run.vram_over_since, used, leased, limits, time.monotonic()
+        )
 
     def failed(self, report: WorkerFailed) -> MlsupError:
         """The worker is about to exit because of an error: what its waiters will be told."""

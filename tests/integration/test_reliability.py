@@ -9,13 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
 from mlsup.errors import MlsupError, ModelFailed
+from mlsup.kit.vram_usage import FAKE_VRAM_ENV
 from mlsup.testing.redis import TestRedis
+from mlsup.testing.vram import set_vram
 
 from .supervisor_helpers import manifest
 from .test_supervisor import PROBE, leases_under, supervisors
@@ -203,3 +206,27 @@ def test_a_long_call_that_holds_the_gil_is_not_taken_for_a_hang(
         row = supervisor.row("probe")
     assert row["pid"] == pid and row["restarts"] == 0 and row["state"] == "ready"
     assert "hung" not in supervisor.output()
+
+
+def test_a_worker_using_more_vram_than_its_lease_is_re_leased_at_its_peak(
+    supervisors: Any,
+    redis_server: TestRedis,
+    redis_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reading = tmp_path / "vram.json"
+    monkeypatch.setenv(FAKE_VRAM_ENV, str(reading))  # the supervisor's NVML, simulated
+    config = manifest(
+        redis_server.url, redis_prefix, PROBE, vram_over_margin_mb=50, vram_over_for_s=0.5
+    )
+    supervisor = supervisors(config)
+    with supervisor.client(timeout=30) as client:
+        greedy = client.load("probe")["pid"]  # a 200 MB lease
+        set_vram(reading, {greedy: 480})
+        row = supervisor.wait_for("probe", lambda r: r["state"] == "ready" and r["pid"] != greedy)
+        assert row["exit_reason"] == "oom" and row["leased_mb"] == 480
+        assert row["reason"].startswith("oom: used 480 MB of VRAM on a 200 MB lease for")
+        assert [lease["mb"] for lease in leases_under(redis_server, redis_prefix)] == [480]
+        assert client.model("probe", timeout=30).run({"after": 1}) == {"after": 1}
+    assert "probe: re-leasing 480 MB, the peak it used" in supervisor.output()

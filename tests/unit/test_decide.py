@@ -30,6 +30,7 @@ from mlsup.supervisor.decide import (
     WorkerExited,
     decide,
     implicit_load_refused,
+    over_lease_since,
 )
 from mlsup.supervisor.restart import RestartPolicy
 from mlsup.supervisor.states import Event, ModelState
@@ -335,3 +336,39 @@ def test_a_hung_worker_respawns_as_hung_and_counts_as_a_crash() -> None:
     actions = without_logs(decide(hung, WorkerExited(7, KILLED), NOW))
     assert actions[-1] == RespawnAfter(0.0, ExitReason.HUNG, "hung: no heartbeat for 10 s")
     assert RecordCrashes((NOW,)) in actions
+
+
+OVER_FOR = LIMITS.vram_over_for_s
+MARGIN = LIMITS.vram_over_margin_mb
+
+
+def test_a_worker_over_its_lease_by_more_than_the_margin_for_long_enough_is_an_oom() -> None:
+    over = view(S.READY, leased_mb=400, vram_peak_mb=900, vram_over_since=NOW - OVER_FOR)
+    (kill,) = without_logs(decide(over, Tick(), NOW))
+    assert isinstance(kill, KillWorker) and kill.reason is ExitReason.OOM
+    assert kill.note.startswith("used 900 MB of VRAM on a 400 MB lease")
+    not_yet = dataclasses.replace(over, vram_over_since=NOW - OVER_FOR + 0.1)
+    assert without_logs(decide(not_yet, Tick(), NOW)) == []
+
+
+def test_an_enforced_oom_re_leases_at_the_measured_peak() -> None:
+    killed = view(S.READY, kill_reason=ExitReason.OOM, kill_note="used 900 MB", vram_peak_mb=900)
+    actions = without_logs(decide(killed, WorkerExited(7, KILLED), NOW))
+    assert SetEstimate(900) in actions and ReleaseLease() in actions
+    assert isinstance(actions[-1], RespawnAfter) and actions[-1].reason is ExitReason.OOM
+
+
+@pytest.mark.parametrize(
+    ("since", "used", "leased", "expected"),
+    [
+        (None, 400 + MARGIN + 1, 400, NOW),  # over now: from now
+        (NOW - 3, 400 + MARGIN + 1, 400, NOW - 3),  # still over: since then
+        (NOW - 3, 400 + MARGIN, 400, None),  # back within the margin
+        (NOW - 3, None, 400, None),  # no reading
+        (None, 9000, None, None),  # no lease
+    ],
+)
+def test_over_lease_since_counts_only_unbroken_overuse(
+    since: float | None, used: int | None, leased: int | None, expected: float | None
+) -> None:
+    assert over_lease_since(since, used, leased, LIMITS, NOW) == expected
