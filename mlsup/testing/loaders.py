@@ -9,7 +9,8 @@ where :func:`register_probe` ran (the test suite, ``mlsup bench``), which names 
     [models.flaky]
     loader = "probe"
     path = "probe.txt"                       # any existing file
-    options = { crash_on_load = true }       # or oom_below_mb = 300, load_s = 2.0, dim = 16
+    options = { crash_on_load = true }       # or oom_below_mb = 300, load_s = 2.0, dim = 16,
+                                             # cuda_mb = 600 (really allocated, with torch)
 
 Its model serves ``embed(texts)`` (deterministic vectors), ``complete(prompt)`` (reversed,
 optionally slow and streamed) and ``run(inputs)``, which echoes
@@ -45,6 +46,7 @@ class ProbeModel:
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
+        self.held: Any = None  #: device memory it holds (``cuda_mb``)
 
     def embed(self, texts: list[str]) -> np.ndarray[Any, Any]:
         """One deterministic unit vector per text (seeded by the text's CRC-32)."""
@@ -112,7 +114,14 @@ class ProbeLoader(ModelLoader):
         leased = int(os.environ.get("MLSUP_LEASED_MB", "0"))
         if needed is not None and leased < int(needed):
             raise ModelOOM(f"CUDA out of memory: needs {needed} MB, leased {leased} MB (probe)")
-        return ProbeModel(int(options.get("dim", 8)))
+        model = ProbeModel(int(options.get("dim", 8)))
+        if options.get("cuda_mb"):
+            import torch
+
+            model.held = torch.empty(
+                int(options["cuda_mb"]) << 20, dtype=torch.uint8, device="cuda"
+            )
+        return model
 
 
 def register_probe(environ: MutableMapping[str, str] | None = None) -> None:
