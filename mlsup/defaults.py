@@ -207,3 +207,75 @@ HUNG_CALL_S = 2 * CALL_TIMEOUT_S
 #: peak it reached, respawned.
 VRAM_OVER_MARGIN_MB = 256
 VRAM_OVER_FOR_S = 5.0
+
+# --- Service registry (services.yaml) ----------------------------------------------------------
+
+#: The file each feature declares its services in, found anywhere under the services root.
+SERVICES_FILE_NAME = "services.yaml"
+#: Largest services.yaml read (bytes): a real one is a few hundred bytes; this bounds hostile ones.
+SERVICES_FILE_MAX_BYTES = 1 << 20
+#: Most YAML nodes one services.yaml may expand to, counting every use of an anchor: bounds an
+#: alias bomb ("billion laughs") that a small file can hide, far above any real file.
+SERVICES_FILE_MAX_NODES = 100_000
+#: Deadline of one ``GET /health`` probe by ``mlsup services`` (seconds): a runner on this host
+#: answers in milliseconds; anything slower is reported as down rather than stalling the listing.
+SERVICE_HEALTH_TIMEOUT_S = 1.0
+#: Host that service URLs name: runners listen on loopback (the seed's Pattern 4 uses localhost).
+SERVICE_HOST = "127.0.0.1"
+#: Dependencies every workstation provides besides the registry's own ``<feature>.<service>``s.
+KNOWN_INFRASTRUCTURE = ("infrastructure.redis",)
+
+# --- Managed models and feature runners (mlsup.kit.managed, mlsup.service) ----------------------
+
+#: How long unloading a managed model waits for calls still running on it in other threads
+#: before leaving the unload to them (seconds): the last call to finish unloads it, so weights
+#: are never freed under a running call, and an unload or shutdown never hangs on a stuck one.
+MANAGED_UNLOAD_WAIT_S = 30.0
+#: Deadline of one request to a feature runner built with ``mlsup.service.create_app``, model
+#: load on first use included (seconds); past it the runner answers 504.
+SERVICE_REQUEST_TIMEOUT_S = 300.0
+#: How long a request waits for the runner's startup (model preload) before a 503 (seconds).
+SERVICE_STARTUP_WAIT_S = 60.0
+#: ``Retry-After`` of a 503 answer (lease wait timed out, preempted, still loading), seconds.
+SERVICE_RETRY_AFTER_S = 5
+#: How often an idle-shutdown runner checks whether its idle time is up (seconds).
+SERVICE_IDLE_CHECK_S = 0.5
+
+# --- Proxy call core (mlsup.proxy_core) --------------------------------------------------------
+
+#: Extra time the reply to a ``load`` may take beyond the load's own deadline (seconds): the
+#: supervisor answers a load that timed out after it noticed, so waiting exactly as long would
+#: turn its typed answer into a bare RequestTimeout.
+LOAD_REPLY_MARGIN_S = 5.0
+#: Deadline of ``unload`` (seconds): a generous bound on a drain (TERMINATE_GRACE_S, then
+#: SIGKILL of the group and the lease's release), so that only a hung supervisor exceeds it.
+UNLOAD_TIMEOUT_S = 60.0
+#: How often a caller that saw its worker die asks the supervisor how it ended (seconds).
+CRASH_REPORT_POLL_S = 0.02
+#: Shortest deadline a model call is sent with (seconds): a call made just as its deadline
+#: runs out still gets one look for a reply already waiting.
+MIN_CALL_TIMEOUT_S = 0.001
+# --- Dashboard (mlsup.dashboard) ---------------------------------------------------------------
+
+#: How often the dashboard asks the supervisor for status rows and leases (seconds). Browsers get
+#: a snapshot at most this often, and only when it changed; one poll serves every open tab.
+DASHBOARD_POLL_S = 0.5
+#: Bound of one poll of the supervisor (seconds): a wedged supervisor shows as unavailable
+#: instead of freezing the page.
+DASHBOARD_POLL_TIMEOUT_S = 3.0
+#: How far back the activity columns look (seconds): requests/s and latency over this window.
+DASHBOARD_ACTIVITY_WINDOW_S = 300.0
+#: Width of one bar of the activity sparkline (seconds); window / this = points per sparkline.
+DASHBOARD_SPARK_STEP_S = 10.0
+#: Lines of a worker log shown when the page asks for no number, and the most it may ask for.
+DASHBOARD_LOG_LINES = 200
+DASHBOARD_LOG_MAX_LINES = 2000
+#: Most bytes read from the end of a worker log for one tail: a huge log costs no more than this.
+DASHBOARD_LOG_MAX_BYTES = 256 << 10
+#: A comment line sent on an idle event stream this often (seconds), so proxies keep it open.
+DASHBOARD_KEEPALIVE_S = 15.0
+#: How long the standalone dashboard waits for open event streams when it stops (whole seconds:
+#: uvicorn takes an int). An ``EventSource`` never ends by itself; the browser reconnects.
+DASHBOARD_SHUTDOWN_GRACE_S = 1
+#: Address of ``python -m mlsup.dashboard`` when no ``--listen`` is given: this machine only.
+DASHBOARD_LISTEN = "127.0.0.1:8011"

@@ -5,7 +5,9 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
 
     MlsupError
     ├── ConfigError                 a configuration file, manifest entry or argument is invalid
-    │   └── InvalidArgument         a function got an argument value it cannot use (a ValueError)
+    │   ├── InvalidArgument         a function got an argument value it cannot use (a ValueError)
+    │   ├── InvalidRequest          a request to a feature runner is malformed (HTTP 422)
+    │   └── ServiceNotFound         no such feature or service in the services.yaml registry
     ├── ProtocolError               a frame or control message is malformed, hostile or too big
     ├── TransportError              the peer could not be reached or did not answer
     │   ├── RequestTimeout          no reply within the call's deadline
@@ -28,7 +30,8 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
     │   ├── WorkerCrashed           the worker process died (carries the exit code or signal)
     │   ├── Preempted               the model was asked to yield to a higher priority
     │   ├── ModelFailed             the model crashed too often and is parked until reloaded
-    │   └── NoWorkerLog             the model never ran a worker in this runtime directory
+    │   ├── NoWorkerLog             the model never ran a worker in this runtime directory
+    │   └── FallbackExhausted       every tier of a FallbackChain failed (carries each cause)
     └── IllegalTransition           a lifecycle event that cannot happen in that state (a bug)
 
     BaseException
@@ -55,9 +58,11 @@ __all__ = [
     "CapacityExceeded",
     "ConfigError",
     "DeviceError",
+    "FallbackExhausted",
     "IllegalTransition",
     "Interrupt",
     "InvalidArgument",
+    "InvalidRequest",
     "LeaseError",
     "LeaseLost",
     "LeaseNotHeld",
@@ -74,6 +79,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RequestTimeout",
+    "ServiceNotFound",
     "ShutdownRequested",
     "SupervisorUnavailable",
     "TransportError",
@@ -268,6 +274,38 @@ class IllegalTransition(MlsupError):
     supervisor, never the result of user input (the message names the state and the event)."""
 
 
+class InvalidRequest(ConfigError):
+    """A request to a feature runner (``mlsup.service``) is malformed; it answers 422 and
+    changes nothing."""
+
+
+class FallbackExhausted(ModelError):
+    """Every tier of a :class:`~mlsup.service.fallback.FallbackChain` failed for now.
+
+    ``causes`` lists ``(tier, error)`` in the order tried; the message names each. Retryable:
+    every cause was a "not now" error (a bad input fails at once, without falling back).
+    """
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        causes: list[tuple[str, BaseException]] | None = None,
+        **context: Any,
+    ) -> None:
+        super().__init__(message, **context)
+        self.causes: list[tuple[str, BaseException]] = list(causes or [])
+
+
+class ServiceNotFound(ConfigError):
+    """No feature, or no service of a feature, of that id in the services registry.
+
+    The message lists the known ids and the root that was searched; context names
+    ``feature`` and ``service``.
+    """
+
+
 class Interrupt(BaseException):
     """Cooperative cancellation that an ``except Exception`` must not swallow."""
 
@@ -310,6 +348,9 @@ _BY_NAME: dict[str, type[MlsupError]] = {
         UsageError,
         BenchmarkError,
         IllegalTransition,
+        FallbackExhausted,
+        InvalidRequest,
+        ServiceNotFound,
     )
 }
 

@@ -97,9 +97,11 @@ class _Worker:
         self.server: Any = None
         self.lease = LeaseDeadline(config.lease_until)
 
-    def report(self, op: str, shape: type[msgspec.Struct], **facts: Any) -> Any:
+    def report(self, op: str, shape: type[msgspec.Struct], **facts: Any) -> None:
+        """Report to the supervisor; its answer says until when the lease is renewed."""
         message = shape(**self.identity, **facts)
-        return self.control.call(op, to_wire(message))
+        reply = self.control.call(op, to_wire(message))
+        self.lease.extend(from_wire(reply, HeartbeatReply, what=f"reply to {op}"))
 
     def load(self) -> tuple[Any, Any]:
         from mlsup.kit.loaders import get_loader
@@ -166,7 +168,7 @@ class _Worker:
                 self.server.stop(timeout=0)
                 return
             try:
-                reply = self.report(
+                self.report(
                     "worker.heartbeat",
                     WorkerHeartbeat,
                     busy=self.busy,
@@ -175,7 +177,6 @@ class _Worker:
                     busy_s=time.monotonic() - self.busy_since if self.busy else 0.0,
                     memory_mb=_memory_mb(),
                 )
-                self.lease.extend(from_wire(reply, HeartbeatReply, what="heartbeat reply"))
             except TransportError:
                 continue  # a slow supervisor: the pid check above decides when it is gone
             except MlsupError as exc:  # it no longer knows us (a newer generation took over)

@@ -54,6 +54,7 @@ class ControlPlane:
         server.register("unload", self._unload)
         server.register("stop", self._stop)
         server.register("leases", self._leases)
+        server.register("gpus", self._gpus)
         server.register("worker.ready", self._worker_ready)
         server.register("worker.progress", self._worker_progress)
         server.register("worker.heartbeat", self._worker_heartbeat)
@@ -94,6 +95,12 @@ class ControlPlane:
                 rows.append({"gpu": gpu, "capacity_mb": usage.capacity_mb, **_plain(lease)})
         return rows
 
+    async def _gpus(self, args: Any) -> list[dict[str, Any]]:
+        """Every GPU with its capacity, leases and waiters (``leases`` omits idle GPUs and the
+        queue)."""
+        snapshot = await self.sup.boss.snapshot()
+        return [usage.plain() for _, usage in sorted(snapshot.items())]
+
     def _report(self, args: Any, kind: type[_Report]) -> tuple[ModelRecord, _Report]:
         claim = from_wire(args, WorkerClaim, what="worker report")
         record = self.sup.record(claim.model)
@@ -104,25 +111,33 @@ class ControlPlane:
         record.progressed()
         return record, report
 
-    async def _worker_ready(self, args: Any) -> None:
+    async def _worker_ready(self, args: Any) -> Any:
         record, report = self._report(args, WorkerReady)
         record.ready(report)
         self.sup.log(f"{record.id}: ready in {report.load_s:.2f} s, {report.memory_mb} MB measured")
         await record.fire(Event.WORKER_READY)
+        return self._lease_reply(record)
 
-    async def _worker_progress(self, args: Any) -> None:
+    async def _worker_progress(self, args: Any) -> Any:
         record, report = self._report(args, WorkerProgress)
         record.progressed(report)
+        return self._lease_reply(record)
 
     async def _worker_heartbeat(self, args: Any) -> Any:
         record, report = self._report(args, WorkerHeartbeat)
         record.heartbeat(report)
+        return self._lease_reply(record)
+
+    def _lease_reply(self, record: ModelRecord) -> Any:
+        """Every report's answer: until when the worker's lease is renewed (it loads and
+        serves only until then)."""
         return to_wire(HeartbeatReply(lease_until=self.sup.lease_until(record)))
 
-    async def _worker_failed(self, args: Any) -> None:
+    async def _worker_failed(self, args: Any) -> Any:
         record, report = self._report(args, WorkerFailed)
         record.failed(report)
         self.sup.log(f"{record.id}: worker reports {report.kind}: {report.message}")
+        return self._lease_reply(record)
 
 
 def _plain(value: Any) -> dict[str, Any]:
