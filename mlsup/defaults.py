@@ -279,3 +279,23 @@ DASHBOARD_KEEPALIVE_S = 15.0
 DASHBOARD_SHUTDOWN_GRACE_S = 1
 #: Address of ``python -m mlsup.dashboard`` when no ``--listen`` is given: this machine only.
 DASHBOARD_LISTEN = "127.0.0.1:8011"
+
+
+# --- Sidecars and the HTTP gateway -------------------------------------------------------------
+
+#: Time between SIGTERM and SIGKILL when the supervisor stops a sidecar process (seconds).
+SIDECAR_STOP_GRACE_S = 5.0
+#: Interface the gateway binds when ``[http] listen`` / ``--http`` gives only a port: loopback,
+#: so that nothing is exposed to the network unless an address is given explicitly.
+GATEWAY_HOST = "127.0.0.1"
+#: Requests one model may have in flight or waiting at the gateway; past it, 429.
+GATEWAY_MAX_QUEUE = 64
+#: ``Retry-After`` (seconds) of a 429 (queue full) or 503 (model preempted or crashed).
+GATEWAY_RETRY_AFTER_S = 1
+#: How long a stopping gateway lets responses in progress finish (seconds); below
+#: SIDECAR_STOP_GRACE_S, so that it exits on its own before the supervisor's SIGKILL.
+GATEWAY_SHUTDOWN_GRACE_S = 3.0
+#: How often the gateway checks that the supervisor that started it still runs (seconds).
+GATEWAY_PARENT_CHECK_S = 1.0
+#: Largest audio upload accepted by /v1/audio/transcriptions (bytes): the OpenAI API's limit.
+GATEWAY_MAX_UPLOAD_BYTES = 25 << 20

@@ -131,7 +131,7 @@ class ControlPlane:
     def _lease_reply(self, record: ModelRecord) -> Any:
         """Every report's answer: until when the worker's lease is renewed (it loads and
         serves only until then)."""
-        return to_wire(HeartbeatReply(lease_until=self.sup.lease_until(record)))
+        return to_wire(HeartbeatReply(lease_until=record.lease_until(self.sup.boss.timing.ttl_s)))
 
     async def _worker_failed(self, args: Any) -> Any:
         record, report = self._report(args, WorkerFailed)

@@ -17,7 +17,8 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from mlsup import defaults
@@ -37,6 +38,7 @@ from mlsup.kit.leases import GPUBoss, LeaseTiming, PreemptionRequest, Priority
 from mlsup.kit.loaders import get_loader
 from mlsup.kit.vram_usage import vram_usage
 from mlsup.kit.worker import run_worker
+from mlsup.supervisor import recovery
 from mlsup.supervisor.config import SupervisorConfig
 from mlsup.supervisor.control import ControlPlane
 from mlsup.supervisor.decide import (
@@ -51,16 +53,8 @@ from mlsup.supervisor.decide import (
 from mlsup.supervisor.lifecycle import Lifecycle
 from mlsup.supervisor.models import LastStop, ModelRecord
 from mlsup.supervisor.process import WorkerProcess, start_off_loop
-from mlsup.supervisor.recovery import (
-    LeaseRecord,
-    RunLock,
-    WorkerRecord,
-    previous_leases,
-    reap_previous,
-    release_previous,
-    write_state,
-)
 from mlsup.supervisor.restart import RestartPolicy
+from mlsup.supervisor.sidecars import Sidecars, SidecarSpec, sidecar_specs
 from mlsup.supervisor.states import Event, ModelState
 from mlsup.supervisor.template import start_template
 
@@ -73,7 +67,13 @@ _LEASE_FAILURES = (LeaseError, DeviceError, ModelLoadError, ConfigError, Transpo
 class Supervisor:
     """Runs the manifest's models. Create, :meth:`start`, then :meth:`serve` until stopped."""
 
-    def __init__(self, config: SupervisorConfig, *, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        config: SupervisorConfig,
+        *,
+        log: Callable[[str], None] = print,
+        sidecars: Sequence[SidecarSpec] | None = None,
+    ) -> None:
         self.config = config
         self.paths = config.paths
         self.log = log
@@ -97,7 +97,7 @@ class Supervisor:
         )
         self._vram = vram_usage()
         self.models = {mid: ModelRecord(spec) for mid, spec in config.manifest.models.items()}
-        self._lock = RunLock(self.paths)
+        self._lock = recovery.RunLock(self.paths)
         self._embedded: Any = None
         self._boss: GPUBoss | None = None
         self._server = AsyncServer(f"ipc://{self.paths.control}")
@@ -106,6 +106,12 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
         self.lifecycle = Lifecycle(self)
+        if sidecars is None:  # None: what the configuration asks for (the [http] table...)
+            sidecars = sidecar_specs(config)
+        restart = self.limits.restart
+        self.sidecars = Sidecars(
+            sidecars, log=log, policy=lambda: dataclasses.replace(restart, _crashes=deque())
+        )
 
     # -- start and stop -------------------------------------------------------------------------
 
@@ -113,8 +119,8 @@ class Supervisor:
         """Lock the runtime dir, clean up after a crashed predecessor, connect, listen."""
         self._lock.acquire()
         try:
-            stale_leases = previous_leases(self.paths)
-            for line in reap_previous(self.paths):
+            stale_leases = recovery.previous_leases(self.paths)
+            for line in recovery.reap_previous(self.paths):
                 self.log(f"recovery: {line}")
             self.paths.logs.mkdir(mode=defaults.RUNTIME_DIR_MODE, exist_ok=True)
             url, timing = self.config.redis_url, LeaseTiming()
@@ -133,7 +139,7 @@ class Supervisor:
             prefix = self.config.manifest.redis.prefix
             self._boss = GPUBoss(url, prefix, devices, timing=timing)
             await self._boss.connect()
-            for line in await release_previous(self._boss, stale_leases):
+            for line in await recovery.release_previous(self._boss, stale_leases):
                 self.log(f"recovery: {line}")
             start_template(self._context, (s.loader for s in self.config.manifest.models.values()))
             ControlPlane(self).register(self._server)
@@ -145,6 +151,7 @@ class Supervisor:
         self.log(
             f"supervising {len(self.models)} model(s) on {gpus}; control {self._server.endpoint}"
         )
+        await self.sidecars.start()
 
     async def serve(self) -> None:
         """Serve until :meth:`stop` (or SIGTERM/SIGINT), then shut down cleanly.
@@ -180,6 +187,7 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         """Drain every model, release every lease, remove what we own."""
+        await self.sidecars.stop()  # first: no new requests while the models drain
         if self._boss is None:
             return
         self.log("stopping: draining every model")
@@ -340,7 +348,7 @@ class Supervisor:
                 "MLSUP_MODEL": record.id,
             },
             heartbeat_s=self.settings.heartbeat_s,
-            lease_until=self.lease_until(record),
+            lease_until=record.lease_until(self.boss.timing.ttl_s),
         )
         worker = WorkerProcess(self._context, run_worker, to_wire(config))
         record.mark("spawned")
@@ -351,14 +359,6 @@ class Supervisor:
             f"{record.id}: started worker pid {worker.pid} on GPU {gpu} ({record.lease.vram_mb} MB)"
         )
         run.watcher = self.spawn(self.lifecycle.watch(record, worker))
-
-    def lease_until(self, record: ModelRecord) -> float | None:
-        """Until when the model's lease is surely held (``time.monotonic()``): its last renewal
-        plus the TTL, less a margin; None without a lease. Its worker serves only until then."""
-        lease = record.lease
-        if lease is None or not lease.held:
-            return None
-        return lease.renewed_at + self.boss.timing.ttl_s - defaults.WORKER_LEASE_MARGIN_S
 
     def _preempted(self, record: ModelRecord, request: PreemptionRequest) -> None:
         self.spawn(self.feed(record, PreemptionAsked(request.remaining_s, request.requester)))
@@ -386,9 +386,13 @@ class Supervisor:
         release if we crash."""
         records = self.models.values()
         workers = [
-            WorkerRecord(r.id, r.worker.pid, r.worker.start_token)
+            recovery.WorkerRecord(r.id, r.worker.pid, r.worker.start_token)
             for r in records
             if r.worker is not None
         ]
-        leases = [LeaseRecord.of(r.lease) for r in records if r.lease is not None and r.lease.held]
-        write_state(self.paths, workers, leases)
+        leases = [
+            recovery.LeaseRecord.of(r.lease)
+            for r in records
+            if r.lease is not None and r.lease.held
+        ]
+        recovery.write_state(self.paths, workers, leases)

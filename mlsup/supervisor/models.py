@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from mlsup import defaults
 from mlsup.contracts import (
     ExitReason,
     ModelStatus,
@@ -182,6 +183,14 @@ class ModelRecord:
         idle_s = 0.0 if report.busy else max(0.0, report.idle_s)
         self.run.busy_since = time.monotonic() - report.busy_s if report.busy else None
         self.last_activity = max(self.last_activity, time.monotonic() - idle_s)
+
+    def lease_until(self, ttl_s: float) -> float | None:
+        """Until when its lease is surely held (``time.monotonic()``): the last renewal plus
+        the TTL, less a margin; None without a lease. Its worker serves only until then."""
+        lease = self.lease
+        if lease is None or not lease.held:
+            return None
+        return lease.renewed_at + ttl_s - defaults.WORKER_LEASE_MARGIN_S
 
     def sample_cpu(self) -> None:
         """Note whether its worker used CPU since the last sample (alive, if silent)."""
