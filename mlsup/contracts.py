@@ -28,6 +28,7 @@ from mlsup.errors import ProtocolError
 __all__ = [
     "ExitReason",
     "FailureKind",
+    "HeartbeatReply",
     "LoadArgs",
     "ModelArgs",
     "ModelStatus",
@@ -52,6 +53,7 @@ class WorkerExit(enum.IntEnum):
     OK = 0  #: stopped on request (SIGTERM, supervisor gone)
     LOAD_ERROR = 3  #: the model could not be loaded (bad file, missing runtime): do not retry
     OOM = 4  #: the device ran out of memory: re-lease more, then respawn
+    LEASE_EXPIRED = 5  #: its lease went unrenewed past its expiry: it stopped serving
 
 
 class ExitReason(enum.StrEnum):
@@ -67,6 +69,7 @@ class ExitReason(enum.StrEnum):
     OOM = "oom"  #: the device ran out of memory
     LOAD_ERROR = "load_error"  #: the loader failed: respawning cannot help
     FLAPPING = "flapping"  #: it crashed too often; the model is FAILED
+    HUNG = "hung"  #: it stopped heartbeating (and computing), or a call ran far too long
 
 
 class FailureKind(enum.StrEnum):
@@ -98,6 +101,9 @@ class WorkerConfig(_Message, frozen=True):
     log: str
     heartbeat_s: float
     env: dict[str, str] = {}
+    #: Until when its lease is known to be held (``time.monotonic()``, system-wide on Linux):
+    #: past it, without a newer word from the supervisor, the worker stops serving.
+    lease_until: float | None = None
 
     @property
     def model_id(self) -> str:
@@ -151,6 +157,14 @@ class WorkerHeartbeat(WorkerIdentity, frozen=True):
     requests: int
     idle_s: float
     memory_mb: int | None = None
+    busy_s: float = 0.0  #: how long the call in hand has run, when busy
+
+
+class HeartbeatReply(_Message, frozen=True):
+    """The supervisor's answer to a heartbeat: until when the worker's lease is renewed
+    (``time.monotonic()``); None when it holds none any more."""
+
+    lease_until: float | None
 
 
 class WorkerFailed(WorkerIdentity, frozen=True):
@@ -171,11 +185,14 @@ class ModelArgs(_Message, frozen=True):
 
 
 class LoadArgs(ModelArgs, frozen=True):
-    """Arguments of ``load``: a priority overrides the manifest's; ``timeout`` bounds a wait."""
+    """Arguments of ``load``: a priority overrides the manifest's; ``timeout`` bounds a wait.
+    ``implicit``: a caller's first use, not a person's ``mlsup load`` (it leaves a FAILED model
+    parked during its cool-down)."""
 
     priority: PriorityName | None = None
     wait: bool = True
     timeout: float | None = None
+    implicit: bool = False
 
 
 # --- supervisor → clients ----------------------------------------------------------------------

@@ -185,6 +185,29 @@ STOP_REPLY_DELAY_S = 0.05
 #: Shortest time between two heartbeats a worker sends early because it finished a request
 #: (seconds): status rows count served requests promptly without a report per call under load.
 HEARTBEAT_NUDGE_MIN_S = 0.05
+
+# --- Reliability (relsup, issue 14) ------------------------------------------------------------
+
+#: How long a FAILED model stays parked (seconds): until then a caller's implicit load (its
+#: first call through the proxy) fails fast with ModelFailed instead of reviving a crash loop;
+#: ``mlsup load MODEL`` retries at once. Counted from the moment it failed.
+RESTART_FAILED_COOLDOWN_S = 300.0
+#: A worker stops serving this long before its lease's expiry as the supervisor last renewed it
+#: (seconds): the renewal was recorded after Redis set the expiry, so the true one is earlier.
+WORKER_LEASE_MARGIN_S = 0.5
+#: A ready worker is hung once it has sent no heartbeat for this many heartbeat intervals and
+#: used no CPU meanwhile (a long inference that holds the GIL still computes): it is killed
+#: and respawned through the restart policy.
+HEARTBEAT_MISSES = 10
+#: A call still running after this long is hung, heartbeats or not (seconds): twice the
+#: longest default deadline a caller gives a call, so only a runaway call reaches it.
+HUNG_CALL_S = 2 * CALL_TIMEOUT_S
+#: Lease enforcement: a worker whose VRAM (NVML, per process) stays above its lease by more than
+#: this margin (MB) for VRAM_OVER_FOR_S is treated as out of memory: killed, re-leased at the
+#: peak it reached, respawned.
+VRAM_OVER_MARGIN_MB = 256
+VRAM_OVER_FOR_S = 5.0
+
 # --- Service registry (services.yaml) ----------------------------------------------------------
 
 #: The file each feature declares its services in, found anywhere under the services root.

@@ -104,15 +104,22 @@ class SupervisorProxy(_SupervisorDriver):
         return run(self.core.row(model))
 
     def load(
-        self, model: str, priority: Any = None, *, wait: bool = True, timeout: float | None = None
+        self,
+        model: str,
+        priority: Any = None,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        implicit: bool = False,
     ) -> Row:
         """Load model (waiting until it serves, unless ``wait=False``); its status row.
 
-        A FAILED model is reset and tried again. ``priority``: a :class:`~mlsup.Priority` or
-        its name; ``timeout``: how long to wait (default
-        :data:`~mlsup.defaults.ENSURE_TIMEOUT_S`).
+        A FAILED model is reset and tried again, unless the load is ``implicit`` (a first use,
+        not a request to load): then it stays parked for its cool-down and this raises its
+        :class:`~mlsup.errors.ModelFailed`. ``priority``: a :class:`~mlsup.Priority` or its
+        name; ``timeout``: how long to wait (default :data:`~mlsup.defaults.ENSURE_TIMEOUT_S`).
         """
-        result: Row = run(self.core.load(model, priority, wait, timeout))
+        result: Row = run(self.core.load(model, priority, wait, timeout, implicit))
         return result
 
     def unload(self, model: str) -> Row:
@@ -245,10 +252,16 @@ class AsyncSupervisorProxy(_SupervisorDriver):
         return await arun(self.core.row(model))
 
     async def load(
-        self, model: str, priority: Any = None, *, wait: bool = True, timeout: float | None = None
+        self,
+        model: str,
+        priority: Any = None,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        implicit: bool = False,
     ) -> Row:
         """See :meth:`SupervisorProxy.load`."""
-        result: Row = await arun(self.core.load(model, priority, wait, timeout))
+        result: Row = await arun(self.core.load(model, priority, wait, timeout, implicit))
         return result
 
     async def unload(self, model: str) -> Row:

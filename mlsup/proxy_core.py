@@ -164,12 +164,20 @@ class SupervisorCore:
         rows = yield from self.request("status")
         return next((row for row in rows if read_row(row).model == model), None)
 
-    def load(self, model: str, priority: Any, wait: bool, timeout: float | None) -> Plan[Any]:
-        """Load model; its status row. ``priority``: a Priority, its name, or None."""
+    def load(
+        self,
+        model: str,
+        priority: Any,
+        wait: bool,
+        timeout: float | None,
+        implicit: bool = False,
+    ) -> Plan[Any]:
+        """Load model; its status row. ``priority``: a Priority, its name, or None.
+        ``implicit``: a first use, not a request to load (a FAILED model stays parked)."""
         timeout = defaults.ENSURE_TIMEOUT_S if timeout is None else timeout
         name = getattr(priority, "name", priority)
         args = {"model": model, "priority": name.lower() if name else None, "wait": wait,
-                "timeout": timeout}  # fmt: skip
+                "timeout": timeout, "implicit": implicit}  # fmt: skip
         return (
             yield from self.request("load", args, timeout=timeout + defaults.LOAD_REPLY_MARGIN_S)
         )
@@ -314,7 +322,7 @@ class ModelCore:
         row = read_row(
             (
                 yield from self.supervisor.load(
-                    self.model_id, None, wait=True, timeout=deadline.remaining
+                    self.model_id, None, wait=True, timeout=deadline.remaining, implicit=True
                 )
             )
         )

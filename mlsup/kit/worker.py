@@ -11,7 +11,10 @@ report. The worker then:
 4. serves requests one at a time, and heartbeats (busy/idle, requests served, memory): once
    per interval, and soon after each request, so that ``mlsup status`` counts what it served;
 5. on SIGTERM finishes the request in hand and exits; on out-of-memory reports it and exits
-   with :attr:`~mlsup.contracts.WorkerExit.OOM`; when the supervisor is gone, exits.
+   with :attr:`~mlsup.contracts.WorkerExit.OOM`; the instant the supervisor is gone, exits
+   (:mod:`mlsup.kit.lifeline`); past its lease's expiry without a renewal from the supervisor
+   (each heartbeat's reply says until when), refuses calls and exits with
+   :attr:`~mlsup.contracts.WorkerExit.LEASE_EXPIRED`: it never serves without a lease.
 
 What it is started with and what it reports are the typed messages of :mod:`mlsup.contracts`.
 """
@@ -34,6 +37,7 @@ import psutil
 from mlsup import defaults
 from mlsup.contracts import (
     FailureKind,
+    HeartbeatReply,
     WorkerConfig,
     WorkerExit,
     WorkerFailed,
@@ -43,7 +47,8 @@ from mlsup.contracts import (
     from_wire,
     to_wire,
 )
-from mlsup.errors import MlsupError, ModelOOM, ProtocolError, TransportError
+from mlsup.errors import LeaseLost, MlsupError, ModelOOM, ProtocolError, TransportError
+from mlsup.kit.lifeline import LeaseDeadline, die_with_parent, watch_deadline, watch_exit
 from mlsup.kit.load_progress import LoadMeter, LoadProgress, report_while
 from mlsup.process_identity import process_alive
 
@@ -85,14 +90,18 @@ class _Worker:
         self.control = Client(config.control, timeout=defaults.CONTROL_TIMEOUT_S)
         self.requests = 0  #: calls served so far
         self.busy = False
+        self.busy_since = 0.0
         self.last_request = time.monotonic()
         self.served = threading.Event()  #: set after each call: heartbeat soon
         self.oom: ModelOOM | None = None
         self.server: Any = None
+        self.lease = LeaseDeadline(config.lease_until)
 
-    def report(self, op: str, shape: type[msgspec.Struct], **facts: Any) -> Any:
+    def report(self, op: str, shape: type[msgspec.Struct], **facts: Any) -> None:
+        """Report to the supervisor; its answer says until when the lease is renewed."""
         message = shape(**self.identity, **facts)
-        return self.control.call(op, to_wire(message))
+        reply = self.control.call(op, to_wire(message))
+        self.lease.extend(from_wire(reply, HeartbeatReply, what=f"reply to {op}"))
 
     def load(self) -> tuple[Any, Any]:
         from mlsup.kit.loaders import get_loader
@@ -126,6 +135,9 @@ class _Worker:
             positional, keywords = _call_arguments(args)
             if stream:
                 keywords["stream"] = True
+            if self.lease.expired():
+                raise self.lease_expired()
+            self.busy_since = time.monotonic()
             self.busy = True
             try:
                 return method(*positional, **keywords)
@@ -162,6 +174,7 @@ class _Worker:
                     busy=self.busy,
                     requests=self.requests,
                     idle_s=time.monotonic() - self.last_request,
+                    busy_s=time.monotonic() - self.busy_since if self.busy else 0.0,
                     memory_mb=_memory_mb(),
                 )
             except TransportError:
@@ -171,6 +184,38 @@ class _Worker:
                 self.server.stop(timeout=0)
                 return
             stop.wait(defaults.HEARTBEAT_NUDGE_MIN_S)  # under load, not one report per call
+
+    def lease_expired(self) -> LeaseLost:
+        """The error of a call that came after the lease's known expiry."""
+        return LeaseLost(
+            f"the worker of {self.config.model_id!r} stopped serving: its lease went unrenewed "
+            "past its expiry (the supervisor is gone or stalled); retry, and the supervisor "
+            "starts a new one",
+            model=self.config.model_id,
+        )
+
+
+def _exit_when_lease_expires(worker: _Worker) -> None:
+    """Leave at the lease's expiry, even in the middle of a call: its VRAM may be someone
+    else's from then on."""
+    print(f"{worker.lease_expired()}; exiting", flush=True)
+    os._exit(WorkerExit.LEASE_EXPIRED)
+
+
+def _exit_with_supervisor(pid: int) -> None:
+    print(f"supervisor pid {pid} is gone; exiting", flush=True)
+    os._exit(WorkerExit.OK)
+
+
+def _cap_torch(config: WorkerConfig) -> None:
+    """Hold torch's CUDA allocator to the lease (where torch and CUDA are present): beyond it,
+    allocations fail as out-of-memory, which the supervisor answers with a bigger lease."""
+    torch = sys.modules.get("torch")
+    leased = config.env.get("MLSUP_LEASED_MB")
+    if torch is None or leased is None or not torch.cuda.is_available():
+        return
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, int(leased) * (1 << 20) / total), 0)
 
 
 def _call_arguments(args: Any) -> tuple[list[Any], dict[str, Any]]:
@@ -195,6 +240,8 @@ def _prepare_process(config: WorkerConfig) -> None:
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     os.environ.update(config.env)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    die_with_parent()  # the template, which ends with the supervisor
+    watch_exit(config.supervisor_pid, lambda: _exit_with_supervisor(config.supervisor_pid))
 
 
 def run_worker(data: dict[str, Any]) -> None:
@@ -206,6 +253,8 @@ def run_worker(data: dict[str, Any]) -> None:
     _prepare_process(config)
     print(f"worker {os.getpid()} for {config.model_id} (generation {config.generation})")
     worker = _Worker(config)
+    watch_deadline(worker.lease, lambda: _exit_when_lease_expires(worker))
+    _cap_torch(config)
     started = time.monotonic()
     try:
         loader, model = worker.load()

@@ -28,6 +28,7 @@ from mlsup.kit.leases import Priority
 from mlsup.process_identity import process_alive
 from mlsup.proxy import SupervisorProxy
 from mlsup.supervisor.config import RuntimePaths, SupervisorConfig
+from mlsup.supervisor.recovery import RunLock
 from mlsup.supervisor.render import (
     LoadOutcome,
     LoadView,
@@ -195,6 +196,7 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _start_detached(args: argparse.Namespace, paths: RuntimePaths) -> int:
+    RunLock(paths).check()  # one running already: the foreground start's error, at once
     command = [sys.executable, "-m", "mlsup", "start"]
     if args.config:
         command += ["--config", str(Path(args.config).resolve())]
@@ -213,10 +215,12 @@ def _start_detached(args: argparse.Namespace, paths: RuntimePaths) -> int:
         try:
             with SupervisorProxy(paths.root, timeout=defaults.CONTROL_TIMEOUT_S) as client:
                 pid = client.ping()["pid"]
-            print(f"mlsup supervisor running in the background (pid {pid}); log: {paths.log}")
-            return 0
+            if pid == process.pid:  # not another one that started meanwhile: ours refuses
+                print(f"mlsup supervisor running in the background (pid {pid}); log: {paths.log}")
+                return 0
         except SupervisorUnavailable:
-            time.sleep(defaults.CLI_POLL_INTERVAL_S)
+            pass
+        time.sleep(defaults.CLI_POLL_INTERVAL_S)
     process.terminate()
     print(
         f"mlsup: the supervisor did not become ready within {defaults.START_READY_TIMEOUT_S:g} s"

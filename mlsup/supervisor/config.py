@@ -86,9 +86,14 @@ class SupervisorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     restart_backoff_max_s: _Seconds = defaults.RESTART_BACKOFF_MAX_S
     restart_max_crashes: _Count = defaults.RESTART_MAX_CRASHES
     restart_window_s: _Seconds = defaults.RESTART_WINDOW_S
+    restart_failed_cooldown_s: _Seconds = defaults.RESTART_FAILED_COOLDOWN_S
     terminate_grace_s: _Seconds = defaults.TERMINATE_GRACE_S
     heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = defaults.HEARTBEAT_INTERVAL_S
     load_stall_timeout_s: _Seconds = defaults.LOAD_STALL_TIMEOUT_S
+    heartbeat_misses: Annotated[int, msgspec.Meta(ge=1)] = defaults.HEARTBEAT_MISSES
+    hung_call_s: _Seconds = defaults.HUNG_CALL_S
+    vram_over_margin_mb: _Count = defaults.VRAM_OVER_MARGIN_MB
+    vram_over_for_s: _Seconds = defaults.VRAM_OVER_FOR_S
     lease_acquire_timeout_s: _Seconds = defaults.LEASE_ACQUIRE_TIMEOUT_S
 
     @classmethod
@@ -106,6 +111,8 @@ _MUST = {
 } | {
     "restart_backoff_factor": "must be a number ≥ 1",
     "heartbeat_s": "must be a positive number (seconds)",
+    "heartbeat_misses": "must be a positive integer",
+    "vram_over_margin_mb": "must be a non-negative integer (MB)",
 }
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mlsup import defaults
 from mlsup.contracts import (
     ExitReason,
+    HeartbeatReply,
     LoadArgs,
     ModelArgs,
     WorkerClaim,
@@ -71,7 +72,9 @@ class ControlPlane:
         timeout = load.timeout if load.timeout is not None else defaults.ENSURE_TIMEOUT_S
         if timeout <= 0:
             raise ProtocolError(f"load timeout must be positive, not {timeout!r}", field="timeout")
-        status = await self.sup.ensure(load.model, priority, wait=load.wait, timeout=timeout)
+        status = await self.sup.ensure(
+            load.model, priority, wait=load.wait, timeout=timeout, implicit=load.implicit
+        )
         return to_wire(status)
 
     async def _unload(self, args: Any) -> Any:
@@ -108,24 +111,33 @@ class ControlPlane:
         record.progressed()
         return record, report
 
-    async def _worker_ready(self, args: Any) -> None:
+    async def _worker_ready(self, args: Any) -> Any:
         record, report = self._report(args, WorkerReady)
         record.ready(report)
         self.sup.log(f"{record.id}: ready in {report.load_s:.2f} s, {report.memory_mb} MB measured")
         await record.fire(Event.WORKER_READY)
+        return self._lease_reply(record)
 
-    async def _worker_progress(self, args: Any) -> None:
+    async def _worker_progress(self, args: Any) -> Any:
         record, report = self._report(args, WorkerProgress)
         record.progressed(report)
+        return self._lease_reply(record)
 
-    async def _worker_heartbeat(self, args: Any) -> None:
+    async def _worker_heartbeat(self, args: Any) -> Any:
         record, report = self._report(args, WorkerHeartbeat)
         record.heartbeat(report)
+        return self._lease_reply(record)
 
-    async def _worker_failed(self, args: Any) -> None:
+    def _lease_reply(self, record: ModelRecord) -> Any:
+        """Every report's answer: until when the worker's lease is renewed (it loads and
+        serves only until then)."""
+        return to_wire(HeartbeatReply(lease_until=record.lease_until(self.sup.boss.timing.ttl_s)))
+
+    async def _worker_failed(self, args: Any) -> Any:
         record, report = self._report(args, WorkerFailed)
         record.failed(report)
         self.sup.log(f"{record.id}: worker reports {report.kind}: {report.message}")
+        return self._lease_reply(record)
 
 
 def _plain(value: Any) -> dict[str, Any]:

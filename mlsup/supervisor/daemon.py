@@ -36,14 +36,23 @@ from mlsup.ipc.shm import sweep_orphans
 from mlsup.kit.devices import DeviceKind, parse_devices
 from mlsup.kit.leases import GPUBoss, LeaseTiming, PreemptionRequest, Priority
 from mlsup.kit.loaders import get_loader
+from mlsup.kit.vram_usage import vram_usage
 from mlsup.kit.worker import run_worker
+from mlsup.supervisor import recovery
 from mlsup.supervisor.config import SupervisorConfig
 from mlsup.supervisor.control import ControlPlane
-from mlsup.supervisor.decide import EventIn, Limits, PreemptionAsked, StopAsked, Tick, decide
+from mlsup.supervisor.decide import (
+    EventIn,
+    Limits,
+    PreemptionAsked,
+    StopAsked,
+    Tick,
+    decide,
+    implicit_load_refused,
+)
 from mlsup.supervisor.lifecycle import Lifecycle
 from mlsup.supervisor.models import LastStop, ModelRecord
-from mlsup.supervisor.process import WorkerProcess
-from mlsup.supervisor.recovery import RunLock, WorkerRecord, reap_previous, write_state
+from mlsup.supervisor.process import WorkerProcess, start_off_loop
 from mlsup.supervisor.restart import RestartPolicy
 from mlsup.supervisor.sidecars import Sidecars, SidecarSpec, sidecar_specs
 from mlsup.supervisor.states import Event, ModelState
@@ -76,12 +85,19 @@ class Supervisor:
                 max_s=s.restart_backoff_max_s,
                 max_crashes=s.restart_max_crashes,
                 window_s=s.restart_window_s,
+                cooldown_s=s.restart_failed_cooldown_s,
             ),
             load_stall_timeout_s=s.load_stall_timeout_s,
             terminate_grace_s=s.terminate_grace_s,
+            heartbeat_s=s.heartbeat_s,
+            heartbeat_misses=s.heartbeat_misses,
+            hung_call_s=s.hung_call_s,
+            vram_over_margin_mb=s.vram_over_margin_mb,
+            vram_over_for_s=s.vram_over_for_s,
         )
+        self._vram = vram_usage()
         self.models = {mid: ModelRecord(spec) for mid, spec in config.manifest.models.items()}
-        self._lock = RunLock(self.paths)
+        self._lock = recovery.RunLock(self.paths)
         self._embedded: Any = None
         self._boss: GPUBoss | None = None
         self._server = AsyncServer(f"ipc://{self.paths.control}")
@@ -103,7 +119,8 @@ class Supervisor:
         """Lock the runtime dir, clean up after a crashed predecessor, connect, listen."""
         self._lock.acquire()
         try:
-            for line in reap_previous(self.paths):
+            stale_leases = recovery.previous_leases(self.paths)
+            for line in recovery.reap_previous(self.paths):
                 self.log(f"recovery: {line}")
             self.paths.logs.mkdir(mode=defaults.RUNTIME_DIR_MODE, exist_ok=True)
             url, timing = self.config.redis_url, LeaseTiming()
@@ -122,6 +139,8 @@ class Supervisor:
             prefix = self.config.manifest.redis.prefix
             self._boss = GPUBoss(url, prefix, devices, timing=timing)
             await self._boss.connect()
+            for line in await recovery.release_previous(self._boss, stale_leases):
+                self.log(f"recovery: {line}")
             start_template(self._context, (s.loader for s in self.config.manifest.models.values()))
             ControlPlane(self).register(self._server)
             self._server.bind()
@@ -225,8 +244,13 @@ class Supervisor:
         *,
         wait: bool = True,
         timeout: float = defaults.ENSURE_TIMEOUT_S,
+        implicit: bool = False,
     ) -> ModelStatus:
-        """Load model_id unless it is loaded; with ``wait``, until READY (or its error)."""
+        """Load model_id unless it is loaded; with ``wait``, until READY (or its error).
+
+        An ``implicit`` load (a caller's first use) leaves a FAILED model parked until the
+        restart policy's cool-down has passed, and raises its :class:`ModelFailed` instead.
+        """
         record = self.record(model_id)
         deadline = time.monotonic() + timeout
         while True:
@@ -234,8 +258,13 @@ class Supervisor:
                 await self.wait_for(
                     record, lambda: record.state is not ModelState.DRAINING, deadline
                 )
+            if implicit:
+                refusal = implicit_load_refused(record.view(self.limits), time.monotonic())
+                if refusal is not None:
+                    raise refusal
             if record.state in (ModelState.UNLOADED, ModelState.FAILED):
                 record.crash_times = ()
+                record.failed_at = None
                 record.stop = LastStop(exit_code=record.stop.exit_code)
                 record.priority = (
                     priority if priority is not None else Priority.parse(record.spec.priority)
@@ -292,6 +321,7 @@ class Supervisor:
                 await record.fire(Event.LEASE_FAILED)
                 return
             record.lease = lease
+            self.save_state()
             record.mark("lease_granted")
             lease.on_preempt(lambda request: self._preempted(record, request))
         await record.fire(Event.LEASE_GRANTED)
@@ -318,10 +348,11 @@ class Supervisor:
                 "MLSUP_MODEL": record.id,
             },
             heartbeat_s=self.settings.heartbeat_s,
+            lease_until=record.lease_until(self.boss.timing.ttl_s),
         )
         worker = WorkerProcess(self._context, run_worker, to_wire(config))
         record.mark("spawned")
-        await _start_off_loop(worker)
+        await start_off_loop(worker)
         run.process = worker
         self.save_state()
         self.log(
@@ -338,33 +369,30 @@ class Supervisor:
         if lease is not None and self._boss is not None:
             with contextlib.suppress(LeaseError, TransportError):
                 await self._boss.release(lease)
+            self.save_state()
 
     async def _housekeeping(self) -> None:
-        """Idle unloading, lost leases and stalled loads, once a second."""
+        """Idle unloading, lost leases, stalled loads and hung workers, once a second."""
         while True:
             await asyncio.sleep(defaults.HOUSEKEEPING_INTERVAL_S)
+            reading = await asyncio.to_thread(self._vram.read)
             for record in list(self.models.values()):
+                record.sample_cpu()
+                record.sample_vram(reading, self.limits)
                 await self.feed(record, Tick())
 
     def save_state(self) -> None:
-        """Write the state file: the workers a successor must reap if we crash."""
+        """Write the state file: the workers a successor must reap and the leases it must
+        release if we crash."""
+        records = self.models.values()
         workers = [
-            WorkerRecord(r.id, r.worker.pid, r.worker.start_token)
-            for r in self.models.values()
+            recovery.WorkerRecord(r.id, r.worker.pid, r.worker.start_token)
+            for r in records
             if r.worker is not None
         ]
-        write_state(self.paths, workers)
-
-
-async def _start_off_loop(worker: WorkerProcess) -> None:
-    """Start worker in a thread: a fork server still importing its runtimes (torch, under load:
-    many seconds) must not stall the event loop, where lease renewals run. A start cancelled
-    half-way (a drain) still finishes, and its process is stopped: none is left behind."""
-    started = asyncio.ensure_future(asyncio.to_thread(worker.start))
-    try:
-        await asyncio.shield(started)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await started
-            await worker.terminate(0)
-        raise
+        leases = [
+            recovery.LeaseRecord.of(r.lease)
+            for r in records
+            if r.lease is not None and r.lease.held
+        ]
+        recovery.write_state(self.paths, workers, leases)

@@ -44,6 +44,8 @@ __all__ = [
     "View",
     "WorkerExited",
     "decide",
+    "implicit_load_refused",
+    "over_lease_since",
 ]
 
 _QUIET = (ModelState.UNLOADED, ModelState.FAILED, ModelState.DRAINING)
@@ -56,6 +58,11 @@ class Limits:
     restart: RestartPolicy
     load_stall_timeout_s: float = defaults.LOAD_STALL_TIMEOUT_S
     terminate_grace_s: float = defaults.TERMINATE_GRACE_S
+    heartbeat_s: float = defaults.HEARTBEAT_INTERVAL_S
+    heartbeat_misses: int = defaults.HEARTBEAT_MISSES
+    hung_call_s: float = defaults.HUNG_CALL_S
+    vram_over_margin_mb: int = defaults.VRAM_OVER_MARGIN_MB
+    vram_over_for_s: float = defaults.VRAM_OVER_FOR_S
 
 
 @dataclass(frozen=True)
@@ -73,8 +80,17 @@ class View:
     reported: MlsupError | None = None  #: the error its worker reported before exiting
     crash_times: tuple[float, ...] = ()  #: recent crashes (monotonic seconds)
     last_activity: float = 0.0
-    progress_at: float = 0.0  #: the last sign of life of a load
+    progress_at: float = 0.0  #: its worker's last report (a load's progress, a heartbeat)
+    cpu_at: float = 0.0  #: when its worker's CPU time last grew
+    busy_since: float | None = None  #: when the call in hand began, as its last heartbeat said
+    kill_reason: ExitReason | None = None  #: why the supervisor killed its current worker
+    kill_note: str = ""
+    leased_mb: int | None = None  #: its lease's size, while it holds one
+    vram_peak_mb: int | None = None  #: the most VRAM its worker was seen using
+    vram_over_since: float | None = None  #: since when its worker uses more than the lease
     lease_lost: MlsupError | None = None  #: why its lease is gone, when it is
+    failure: MlsupError | None = None  #: why it is FAILED, when it is
+    failed_at: float | None = None  #: when it became FAILED
 
 
 # --- events --------------------------------------------------------------------------------------
@@ -152,6 +168,7 @@ class RespawnAfter:
 
     delay_s: float
     reason: ExitReason
+    note: str | None = None  #: why, for ``mlsup status``
 
 
 @dataclass(frozen=True)
@@ -175,7 +192,11 @@ class Drain:
 
 @dataclass(frozen=True)
 class KillWorker:
-    """SIGKILL the worker's process group; its exit comes back as :class:`WorkerExited`."""
+    """SIGKILL the worker's process group; its exit comes back as :class:`WorkerExited`,
+    and is recorded as ``reason`` (``note`` for people) rather than a crash."""
+
+    reason: ExitReason | None = None
+    note: str = ""
 
 
 Action = (
@@ -202,10 +223,30 @@ def decide(view: View, event: EventIn, now: float) -> list[Action]:
     return _stop(view, event)
 
 
+def implicit_load_refused(view: View, now: float) -> ModelFailed | None:
+    """Why a caller's implicit load (its first use of the model) may not revive it at ``now``:
+    a FAILED model stays parked for the restart policy's cool-down, or a crash loop would go
+    on at the pace of its callers. None when it may load."""
+    if view.state is not ModelState.FAILED or view.failed_at is None:
+        return None
+    wait_s = view.failed_at + view.limits.restart.cooldown_s - now
+    if wait_s <= 0:
+        return None
+    cause = str(view.failure) if view.failure is not None else "it failed"
+    return ModelFailed(
+        f"model {view.model!r} is FAILED and parked for {wait_s:.0f} s more: {cause} "
+        f"(`mlsup load {view.model}` retries now)",
+        model=view.model,
+        retry_in_s=round(wait_s, 1),
+    )
+
+
 def _worker_exited(view: View, event: WorkerExited, now: float) -> list[Action]:
     if view.state is ModelState.DRAINING:
         return []  # the drain is waiting for exactly this
     how = describe_exit(event.code)
+    if view.kill_reason is not None:
+        how = f"{how} ({view.kill_reason.value}: {view.kill_note})"
     actions: list[Action] = [
         Log(f"{view.model}: worker pid {event.pid} {how}"),
         Transition(Event.WORKER_EXITED),
@@ -217,8 +258,15 @@ def _worker_exited(view: View, event: WorkerExited, now: float) -> list[Action]:
             model=view.model,
         )
         return [*actions, MarkFailed(error, ExitReason.LOAD_ERROR)]
-    reason = ExitReason.CRASH
-    if event.code == WorkerExit.OOM or view.oom_reported:
+    reason = view.kill_reason or ExitReason.CRASH
+    if view.kill_reason is ExitReason.OOM and view.vram_peak_mb is not None:
+        # It outgrew its lease, measured: lease what it used.
+        actions += [
+            Log(f"{view.model}: re-leasing {view.vram_peak_mb} MB, the peak it used"),
+            SetEstimate(view.vram_peak_mb),
+            ReleaseLease(),
+        ]
+    elif event.code == WorkerExit.OOM or view.oom_reported:
         reason = ExitReason.OOM
         grown = int(max(view.estimate_mb or 0, view.memory_mb or 0) * defaults.OOM_GROWTH) + 1
         actions += [
@@ -239,7 +287,8 @@ def _worker_exited(view: View, event: WorkerExited, now: float) -> list[Action]:
             last_exit=how,
         )
         return [*actions, MarkFailed(failure, ExitReason.FLAPPING)]
-    return [*actions, RespawnAfter(decision.delay_s, reason)]
+    note = f"{reason.value}: {view.kill_note}" if view.kill_reason is not None else None
+    return [*actions, RespawnAfter(decision.delay_s, reason, note)]
 
 
 def _tick(view: View, now: float) -> list[Action]:
@@ -252,10 +301,45 @@ def _tick(view: View, now: float) -> list[Action]:
         last_used=view.last_activity, in_use=0, timeout_s=view.idle_timeout_s, now=now
     ):
         return [Drain(ExitReason.IDLE, f"idle for {view.idle_timeout_s:g} s")]
+    if view.kill_reason is not None:
+        return []  # killed already: its exit is on its way
     stall = view.limits.load_stall_timeout_s
     if view.state is ModelState.STARTING and view.has_worker and now - view.progress_at >= stall:
-        return [Log(f"{view.model}: no load progress for {stall:g} s; killing it"), KillWorker()]
+        note = f"no load progress for {stall:g} s"
+        return [Log(f"{view.model}: {note}; killing it"), KillWorker(ExitReason.STALLED, note)]
+    hung = _hung(view, now) if view.state is ModelState.READY and view.has_worker else None
+    if hung is not None:
+        return [Log(f"{view.model}: hung ({hung}); killing it"), KillWorker(ExitReason.HUNG, hung)]
+    over_s = now - view.vram_over_since if view.vram_over_since is not None else -1.0
+    if view.has_worker and over_s >= view.limits.vram_over_for_s:
+        note = (
+            f"used {view.vram_peak_mb} MB of VRAM on a {view.leased_mb} MB lease for {over_s:.1f} s"
+        )
+        return [Log(f"{view.model}: {note}; killing it"), KillWorker(ExitReason.OOM, note)]
     return []
+
+
+def over_lease_since(
+    since: float | None, used_mb: int | None, leased_mb: int | None, limits: Limits, now: float
+) -> float | None:
+    """Since when a worker using ``used_mb`` has been over its lease by more than the margin
+    (``since`` is the previous answer); None when it is not over now."""
+    if used_mb is None or leased_mb is None or used_mb <= leased_mb + limits.vram_over_margin_mb:
+        return None
+    return now if since is None else since
+
+
+def _hung(view: View, now: float) -> str | None:
+    """Why a ready worker counts as hung, if it does: silent and idle on the CPU for its
+    heartbeat misses (a long inference that holds the GIL silences heartbeats but computes),
+    or a call running far past any caller's deadline."""
+    limits = view.limits
+    silent_s = now - max(view.progress_at, view.cpu_at)
+    if silent_s >= limits.heartbeat_s * limits.heartbeat_misses:
+        return f"no heartbeat and no CPU use for {silent_s:.1f} s"
+    if view.busy_since is not None and now - view.busy_since >= limits.hung_call_s:
+        return f"a call has run for {now - view.busy_since:.0f} s (limit {limits.hung_call_s:g} s)"
+    return None
 
 
 def _preempted(view: View, event: PreemptionAsked) -> list[Action]:

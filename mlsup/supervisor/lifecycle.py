@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -53,7 +54,9 @@ class Lifecycle:
             elif isinstance(action, RecordCrashes):
                 record.crash_times = action.times
             elif isinstance(action, RespawnAfter):
-                record.stop = dataclasses.replace(record.stop, reason=action.reason)
+                record.stop = dataclasses.replace(
+                    record.stop, reason=action.reason, note=action.note
+                )
                 record.restarts += 1
                 record.task = self.sup.spawn(self._respawn(record, action.delay_s))
             elif isinstance(action, MarkFailed):
@@ -61,6 +64,8 @@ class Lifecycle:
             elif isinstance(action, Drain):
                 await self.drain(record, action)
             elif isinstance(action, KillWorker) and record.worker is not None:
+                assert record.run is not None
+                record.run.kill_reason, record.run.kill_note = action.reason, action.note
                 record.worker.kill()
 
     async def watch(self, record: ModelRecord, worker: WorkerProcess) -> None:
@@ -89,6 +94,7 @@ class Lifecycle:
             record.stop, reason=action.reason, note=str(action.error), error=action.error
         )
         self.sup.log(f"{record.id}: FAILED: {action.error}")
+        record.failed_at = time.monotonic()
         await self.sup.release(record)
         await record.fire(Event.GAVE_UP)
 

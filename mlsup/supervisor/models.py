@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import psutil
+
+from mlsup import defaults
 from mlsup.contracts import (
     ExitReason,
     ModelStatus,
@@ -23,7 +27,7 @@ from mlsup.contracts import (
 from mlsup.errors import MlsupError, ModelLoadError, ModelOOM
 from mlsup.kit.leases import GPULease, Priority
 from mlsup.kit.manifest import ModelSpec
-from mlsup.supervisor.decide import Limits, View
+from mlsup.supervisor.decide import Limits, View, over_lease_since
 from mlsup.supervisor.process import WorkerProcess, describe_exit
 from mlsup.supervisor.states import Event, ModelState, next_state
 
@@ -47,6 +51,13 @@ class WorkerRun:
     memory_mb: int | None = None
     reported: MlsupError | None = None  #: the failure it reported before exiting
     oom_reported: bool = False
+    cpu_s: float = 0.0  #: its CPU time when last sampled
+    cpu_at: float = field(default_factory=time.monotonic)  #: when that last grew
+    busy_since: float | None = None  #: when its call in hand began (from its heartbeats)
+    kill_reason: ExitReason | None = None  #: why the supervisor killed it, if it did
+    kill_note: str = ""
+    vram_peak_mb: int | None = None  #: the most VRAM it was seen using (NVML)
+    vram_over_since: float | None = None  #: since when it uses more than its lease allows
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,7 @@ class ModelRecord:
     stop: LastStop = LastStop()
     restarts: int = 0
     crash_times: tuple[float, ...] = ()
+    failed_at: float | None = None  #: when it last became FAILED (``time.monotonic()``)
     last_activity: float = field(default_factory=time.monotonic)
     #: When each lifecycle step last happened (``time.monotonic()``, which is system-wide on
     #: Linux, so other processes on the host can compare): ``lease_requested``,
@@ -128,7 +140,16 @@ class ModelRecord:
             crash_times=self.crash_times,
             last_activity=self.last_activity,
             progress_at=run.progress_at if run is not None else 0.0,
+            cpu_at=run.cpu_at if run is not None else 0.0,
+            busy_since=run.busy_since if run is not None else None,
+            kill_reason=run.kill_reason if run is not None else None,
+            kill_note=run.kill_note if run is not None else "",
+            leased_mb=self.lease.vram_mb if self.lease is not None else None,
+            vram_peak_mb=run.vram_peak_mb if run is not None else None,
+            vram_over_since=run.vram_over_since if run is not None else None,
             lease_lost=self.lease.lost if self.lease is not None else None,
+            failure=self.stop.error if self.state is ModelState.FAILED else None,
+            failed_at=self.failed_at,
         )
 
     # -- reports of the current worker (the control plane checked who sent them) ---------------
@@ -160,7 +181,42 @@ class ModelRecord:
         if report.memory_mb is not None:
             self.run.memory_mb = report.memory_mb
         idle_s = 0.0 if report.busy else max(0.0, report.idle_s)
+        self.run.busy_since = time.monotonic() - report.busy_s if report.busy else None
         self.last_activity = max(self.last_activity, time.monotonic() - idle_s)
+
+    def lease_until(self, ttl_s: float) -> float | None:
+        """Until when its lease is surely held (``time.monotonic()``): the last renewal plus
+        the TTL, less a margin; None without a lease. Its worker serves only until then."""
+        lease = self.lease
+        if lease is None or not lease.held:
+            return None
+        return lease.renewed_at + ttl_s - defaults.WORKER_LEASE_MARGIN_S
+
+    def sample_cpu(self) -> None:
+        """Note whether its worker used CPU since the last sample (alive, if silent)."""
+        worker, run = self.worker, self.run
+        if worker is None or run is None:
+            return
+        try:
+            times = psutil.Process(worker.pid).cpu_times()
+        except psutil.Error:
+            return  # ended: its exit is on its way
+        used = times.user + times.system
+        if used > run.cpu_s:
+            run.cpu_s, run.cpu_at = used, time.monotonic()
+
+    def sample_vram(self, reading: Mapping[int, int], limits: Limits) -> None:
+        """Note what VRAM its worker uses now (``reading``: MB by pid)."""
+        worker, run = self.worker, self.run
+        if worker is None or run is None:
+            return
+        used = reading.get(worker.pid)
+        if used is not None:
+            run.vram_peak_mb = max(run.vram_peak_mb or 0, used)
+        leased = self.lease.vram_mb if self.lease is not None else None
+        run.vram_over_since = over_lease_since(
+            run.vram_over_since, used, leased, limits, time.monotonic()
+        )
 
     def failed(self, report: WorkerFailed) -> MlsupError:
         """The worker is about to exit because of an error: what its waiters will be told."""

@@ -15,7 +15,7 @@ from typing import Any
 from mlsup import defaults
 from mlsup.process_identity import start_token
 
-__all__ = ["WorkerProcess", "describe_exit", "kill_group"]
+__all__ = ["WorkerProcess", "describe_exit", "kill_group", "start_off_loop"]
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -125,3 +125,17 @@ class WorkerProcess:
         if self.returncode is not None:
             with contextlib.suppress(ValueError):
                 self._process.close()
+
+
+async def start_off_loop(worker: WorkerProcess) -> None:
+    """Start worker in a thread: a fork server still importing its runtimes (torch, under load:
+    many seconds) must not stall the event loop, where lease renewals run. A start cancelled
+    half-way (a drain) still finishes, and its process is stopped: none is left behind."""
+    started = asyncio.ensure_future(asyncio.to_thread(worker.start))
+    try:
+        await asyncio.shield(started)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await started
+            await worker.terminate(0)
+        raise

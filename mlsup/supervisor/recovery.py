@@ -4,7 +4,10 @@ The supervisor holds an exclusive ``flock`` on ``supervisor.lock`` for its whole
 keeps ``supervisor.state.json`` listing its workers (pid + start time). A new supervisor that
 gets the lock knows any state file is a dead one's: it kills the workers still alive (if their
 start time matches, so that a reused pid is never hit), removes their sockets and sweeps
-their shared memory. Their leases need nothing: the lease layer reaps holders whose pid died.
+their shared memory. The state file also lists the dead one's leases with their tokens: the
+new supervisor releases them as soon as it is connected, so that ``mlsup leases`` is true at
+once (the lease layer would reap them only when someone looks or needs the space, and never
+those recorded from another host, a container restarted under a new name).
 """
 
 from __future__ import annotations
@@ -17,13 +20,22 @@ import signal
 from dataclasses import asdict, dataclass
 from typing import IO
 
-from mlsup.errors import ConfigError
+from mlsup.errors import ConfigError, LeaseError, TransportError
 from mlsup.ipc.shm import sweep_orphans
+from mlsup.kit.leases import GPUBoss, GPULease, Priority
 from mlsup.process_identity import same_process
 from mlsup.supervisor.config import RuntimePaths
 from mlsup.supervisor.process import kill_group
 
-__all__ = ["RunLock", "WorkerRecord", "reap_previous", "write_state"]
+__all__ = [
+    "LeaseRecord",
+    "RunLock",
+    "WorkerRecord",
+    "previous_leases",
+    "reap_previous",
+    "release_previous",
+    "write_state",
+]
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,21 @@ class WorkerRecord:
     start_token: str
 
 
+@dataclass(frozen=True)
+class LeaseRecord:
+    """A lease a supervisor holds; its token is what lets a successor release it."""
+
+    model: str
+    lease_id: str
+    token: str
+    gpu: int
+    vram_mb: int
+
+    @classmethod
+    def of(cls, lease: GPULease) -> LeaseRecord:
+        return cls(lease.model_id, lease.id, lease.token, lease.gpu, lease.vram_mb)
+
+
 class RunLock:
     """The exclusive right to supervise one runtime directory."""
 
@@ -44,6 +71,20 @@ class RunLock:
 
     def acquire(self) -> None:
         """Take the lock or raise ConfigError naming the supervisor that holds it."""
+        handle = self._take()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def check(self) -> None:
+        """Raise the ConfigError :meth:`acquire` would raise if a supervisor holds the lock;
+        take nothing (``mlsup start --detach`` asks before it starts one in the background)."""
+        if self._paths.lock.exists():
+            self._take().close()  # closing the file drops the lock
+
+    def _take(self) -> IO[str]:
         handle = open(self._paths.lock, "a+", encoding="utf-8")  # noqa: SIM115 - held for life
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -56,11 +97,7 @@ class RunLock:
                 "stop it with `mlsup stop`, or set MLSUP_RUNTIME_DIR to run another",
                 pid=holder,
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._file = handle
+        return handle
 
     def release(self) -> None:
         if self._file is not None:
@@ -70,12 +107,57 @@ class RunLock:
             self._file = None
 
 
-def write_state(paths: RuntimePaths, workers: list[WorkerRecord]) -> None:
-    """Record the live workers, atomically."""
+def write_state(
+    paths: RuntimePaths, workers: list[WorkerRecord], leases: list[LeaseRecord]
+) -> None:
+    """Record the live workers and held leases, atomically (readable by its owner only: the
+    lease tokens are secrets)."""
     temporary = paths.state.with_suffix(".tmp")
-    data = {"supervisor": os.getpid(), "workers": [asdict(worker) for worker in workers]}
+    data = {
+        "supervisor": os.getpid(),
+        "workers": [asdict(worker) for worker in workers],
+        "leases": [asdict(lease) for lease in leases],
+    }
+    temporary.touch(mode=0o600)
     temporary.write_text(json.dumps(data), encoding="utf-8")
     os.replace(temporary, paths.state)
+
+
+def previous_leases(paths: RuntimePaths) -> list[LeaseRecord]:
+    """The leases a supervisor that died here held (read before :func:`reap_previous`, which
+    removes the state file)."""
+    try:
+        data = json.loads(paths.state.read_text(encoding="utf-8"))
+        return [LeaseRecord(**lease) for lease in data.get("leases", [])]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []  # none, or unreadable: reap_previous says so
+
+
+async def release_previous(boss: GPUBoss, leases: list[LeaseRecord]) -> list[str]:
+    """Release the dead supervisor's leases with their tokens; returns what was done."""
+    done = []
+    for record in leases:
+        lease = GPULease(
+            id=record.lease_id,
+            token=record.token,
+            gpu=record.gpu,
+            vram_mb=record.vram_mb,
+            priority=Priority.NORMAL,  # not read by a release
+            model_id=record.model,
+            epoch=0,
+        )
+        try:
+            await boss.release(lease)
+        except LeaseError:
+            continue  # expired or reaped already: nothing left to give back
+        except TransportError as exc:
+            done.append(f"could not release lease {record.lease_id} of {record.model}: {exc}")
+            continue
+        done.append(
+            f"released lease {record.lease_id} of {record.model} ({record.vram_mb} MB on GPU "
+            f"{record.gpu}) left by the previous supervisor"
+        )
+    return done
 
 
 def reap_previous(paths: RuntimePaths) -> list[str]:

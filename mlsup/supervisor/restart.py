@@ -29,7 +29,8 @@ class RestartDecision:
 class RestartPolicy:
     """A first crash respawns at once; more within ``window_s`` back off exponentially (capped);
     more than ``max_crashes`` crashes within ``window_s`` is flapping, and the model is marked
-    FAILED.
+    FAILED. A FAILED model is parked for ``cooldown_s``: only an explicit load revives it
+    sooner.
 
     ``now`` values are seconds on any monotonic clock, passed in by the caller.
     """
@@ -39,6 +40,7 @@ class RestartPolicy:
     max_s: float = defaults.RESTART_BACKOFF_MAX_S
     max_crashes: int = defaults.RESTART_MAX_CRASHES
     window_s: float = defaults.RESTART_WINDOW_S
+    cooldown_s: float = defaults.RESTART_FAILED_COOLDOWN_S
     _crashes: deque[float] = field(default_factory=deque, repr=False)
 
     def crashed(self, now: float) -> RestartDecision:

@@ -18,8 +18,16 @@ PRELOAD: dict[str, tuple[str, ...]] = {
     "whisper": ("faster_whisper",),
     "onnx": ("onnxruntime",),
 }
-#: Modules every worker needs, whatever its loader.
-ALWAYS_PRELOAD = ("numpy", "psutil", "zmq", "msgpack", "mlsup.kit.worker", "mlsup.kit.loaders")
+#: Modules every worker needs, whatever its loader; first, the template's own lifeline.
+ALWAYS_PRELOAD = (
+    "mlsup.supervisor.template_lifeline",
+    "numpy",
+    "psutil",
+    "zmq",
+    "msgpack",
+    "mlsup.kit.worker",
+    "mlsup.kit.loaders",
+)
 
 
 def start_template(context: BaseContext, loaders: Iterable[str]) -> None:

@@ -9,12 +9,14 @@ where :func:`register_probe` ran (the test suite, ``mlsup bench``), which names 
     [models.flaky]
     loader = "probe"
     path = "probe.txt"                       # any existing file
-    options = { crash_on_load = true }       # or oom_below_mb = 300, load_s = 2.0, dim = 16
+    options = { crash_on_load = true }       # or oom_below_mb = 300, load_s = 2.0, dim = 16,
+                                             # cuda_mb = 600 (really allocated, with torch)
 
 Its model serves ``embed(texts)`` (deterministic vectors), ``complete(prompt)`` (reversed,
 optionally slow and streamed) and ``run(inputs)``, which echoes
 its inputs, or with ``{"sleep": s}`` sleeps, ``{"crash": 1}`` dies of SIGKILL,
-``{"oom": 1}`` raises ModelOOM.
+``{"oom": 1}`` raises ModelOOM, ``{"hold_gil": s}`` computes for about s seconds in one C call
+that never releases the GIL (a runtime stuck in native code: its heartbeat thread cannot run).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class ProbeModel:
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
+        self.held: Any = None  #: device memory it holds (``cuda_mb``)
 
     def embed(self, texts: list[str]) -> np.ndarray[Any, Any]:
         """One deterministic unit vector per text (seeded by the text's CRC-32)."""
@@ -79,7 +82,19 @@ class ProbeModel:
             raise ModelOOM("CUDA out of memory (probe)", model=os.environ.get("MLSUP_MODEL"))
         if "sleep" in inputs:
             time.sleep(float(inputs["sleep"]))
+        if "hold_gil" in inputs:
+            _hold_gil(float(inputs["hold_gil"]))
         return dict(inputs)
+
+
+def _hold_gil(seconds: float) -> None:
+    """Compute for about ``seconds`` in one call of C code that keeps the GIL: ``sum`` over a
+    ``range`` never returns to the interpreter loop, where other threads get their turn."""
+    started = time.perf_counter()
+    sample = 2_000_000
+    sum(range(sample))
+    rate = sample / max(time.perf_counter() - started, 1e-6)
+    sum(range(int(rate * seconds)))
 
 
 class ProbeLoader(ModelLoader):
@@ -99,7 +114,14 @@ class ProbeLoader(ModelLoader):
         leased = int(os.environ.get("MLSUP_LEASED_MB", "0"))
         if needed is not None and leased < int(needed):
             raise ModelOOM(f"CUDA out of memory: needs {needed} MB, leased {leased} MB (probe)")
-        return ProbeModel(int(options.get("dim", 8)))
+        model = ProbeModel(int(options.get("dim", 8)))
+        if options.get("cuda_mb"):
+            import torch
+
+            model.held = torch.empty(
+                int(options["cuda_mb"]) << 20, dtype=torch.uint8, device="cuda"
+            )
+        return model
 
 
 def register_probe(environ: MutableMapping[str, str] | None = None) -> None:

@@ -29,6 +29,8 @@ from mlsup.supervisor.decide import (
     View,
     WorkerExited,
     decide,
+    implicit_load_refused,
+    over_lease_since,
 )
 from mlsup.supervisor.restart import RestartPolicy
 from mlsup.supervisor.states import Event, ModelState
@@ -145,7 +147,7 @@ TABLE: list[tuple[str, View, EventIn, list[Action]]] = [
         "a stalled load is killed",
         view(S.STARTING, progress_at=NOW - 100),
         Tick(),
-        [KillWorker()],
+        [KillWorker(ExitReason.STALLED, "no load progress for 100 s")],
     ),
     (
         "a load still progressing is left alone",
@@ -262,3 +264,111 @@ def test_a_reported_oom_error_is_what_waiters_get_after_flapping() -> None:
         NOW,
     )
     assert isinstance(actions[-1], MarkFailed) and isinstance(actions[-1].error, ModelFailed)
+
+
+COOLDOWN = LIMITS.restart.cooldown_s
+CRASH_LOOP = ModelFailed("model 'm' crashed 3 times within 60 s", model="m")
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "refused"),
+    [
+        (view(S.FAILED, failure=CRASH_LOOP, failed_at=NOW - 1), True),
+        (view(S.FAILED, failure=CRASH_LOOP, failed_at=NOW - COOLDOWN + 0.5), True),
+        (view(S.FAILED, failure=CRASH_LOOP, failed_at=NOW - COOLDOWN), False),  # cooled down
+        (view(S.FAILED, failure=None, failed_at=None), False),  # never failed here
+        (view(S.UNLOADED), False),
+        (view(S.READY), False),
+        (view(S.BACKOFF), False),
+    ],
+)
+def test_implicit_loads_leave_a_failed_model_parked_until_its_cool_down(
+    snapshot: View, refused: bool
+) -> None:
+    assert (implicit_load_refused(snapshot, NOW) is not None) is refused
+
+
+def test_a_refused_implicit_load_names_the_cause_and_when_to_retry() -> None:
+    refusal = implicit_load_refused(view(S.FAILED, failure=CRASH_LOOP, failed_at=NOW - 100), NOW)
+    assert isinstance(refusal, ModelFailed)
+    assert refusal.context["retry_in_s"] == COOLDOWN - 100
+    assert "crashed 3 times" in refusal.message and "mlsup load m" in refusal.message
+
+
+# LIMITS: heartbeats every HEARTBEAT_S, hung after MISSES of them.
+SILENT = LIMITS.heartbeat_s * LIMITS.heartbeat_misses
+
+
+@pytest.mark.parametrize(
+    ("changes", "hung"),
+    [
+        ({"progress_at": NOW - SILENT, "cpu_at": NOW - SILENT}, "no heartbeat and no CPU use"),
+        ({"progress_at": NOW - SILENT + 0.1, "cpu_at": 0.0}, None),  # a heartbeat came
+        ({"progress_at": NOW - SILENT, "cpu_at": NOW - 1}, None),  # silent, but computing
+        ({"busy_since": NOW - LIMITS.hung_call_s}, "a call has run for"),
+        ({"busy_since": NOW - LIMITS.hung_call_s + 1}, None),
+        (  # killed already: its exit is on its way
+            {"progress_at": 0.0, "cpu_at": 0.0, "kill_reason": ExitReason.HUNG},
+            None,
+        ),
+    ],
+)
+def test_a_ready_worker_is_hung_when_silent_and_idle_or_stuck_in_one_call(
+    changes: dict[str, object], hung: str | None
+) -> None:
+    actions = without_logs(decide(view(S.READY, **changes), Tick(), NOW))
+    if hung is None:
+        assert actions == []
+    else:
+        (kill,) = actions
+        assert isinstance(kill, KillWorker) and kill.reason is ExitReason.HUNG
+        assert kill.note.startswith(hung)
+
+
+def test_only_a_ready_worker_is_judged_hung() -> None:
+    for state in (S.STARTING, S.BACKOFF, S.FAILED, S.UNLOADED):
+        silent = view(state, progress_at=NOW - SILENT + 1, cpu_at=0.0, busy_since=0.0)
+        assert without_logs(decide(silent, Tick(), NOW)) == []
+
+
+def test_a_hung_worker_respawns_as_hung_and_counts_as_a_crash() -> None:
+    hung = view(S.READY, kill_reason=ExitReason.HUNG, kill_note="no heartbeat for 10 s")
+    actions = without_logs(decide(hung, WorkerExited(7, KILLED), NOW))
+    assert actions[-1] == RespawnAfter(0.0, ExitReason.HUNG, "hung: no heartbeat for 10 s")
+    assert RecordCrashes((NOW,)) in actions
+
+
+OVER_FOR = LIMITS.vram_over_for_s
+MARGIN = LIMITS.vram_over_margin_mb
+
+
+def test_a_worker_over_its_lease_by_more_than_the_margin_for_long_enough_is_an_oom() -> None:
+    over = view(S.READY, leased_mb=400, vram_peak_mb=900, vram_over_since=NOW - OVER_FOR)
+    (kill,) = without_logs(decide(over, Tick(), NOW))
+    assert isinstance(kill, KillWorker) and kill.reason is ExitReason.OOM
+    assert kill.note.startswith("used 900 MB of VRAM on a 400 MB lease")
+    not_yet = dataclasses.replace(over, vram_over_since=NOW - OVER_FOR + 0.1)
+    assert without_logs(decide(not_yet, Tick(), NOW)) == []
+
+
+def test_an_enforced_oom_re_leases_at_the_measured_peak() -> None:
+    killed = view(S.READY, kill_reason=ExitReason.OOM, kill_note="used 900 MB", vram_peak_mb=900)
+    actions = without_logs(decide(killed, WorkerExited(7, KILLED), NOW))
+    assert SetEstimate(900) in actions and ReleaseLease() in actions
+    assert isinstance(actions[-1], RespawnAfter) and actions[-1].reason is ExitReason.OOM
+
+
+@pytest.mark.parametrize(
+    ("since", "used", "leased", "expected"),
+    [
+        (None, 400 + MARGIN + 1, 400, NOW),  # over now: from now
+        (NOW - 3, 400 + MARGIN + 1, 400, NOW - 3),  # still over: since then
+        (NOW - 3, 400 + MARGIN, 400, None),  # back within the margin
+        (NOW - 3, None, 400, None),  # no reading
+        (None, 9000, None, None),  # no lease
+    ],
+)
+def test_over_lease_since_counts_only_unbroken_overuse(
+    since: float | None, used: int | None, leased: int | None, expected: float | None
+) -> None:
+    assert over_lease_since(since, used, leased, LIMITS, NOW) == expected
