@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from mlsup import defaults
 from mlsup.errors import ProtocolError
 
 __all__ = [
@@ -98,6 +99,7 @@ class WorkerConfig(_Message, frozen=True):
     log: str
     heartbeat_s: float
     env: dict[str, str] = {}
+    max_message_bytes: int = defaults.MAX_MESSAGE_BYTES  #: the largest request header served
 
     @property
     def model_id(self) -> str:

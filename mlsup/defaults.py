@@ -232,3 +232,14 @@ CRASH_REPORT_POLL_S = 0.02
 #: Shortest deadline a model call is sent with (seconds): a call made just as its deadline
 #: runs out still gets one look for a reply already waiting.
 MIN_CALL_TIMEOUT_S = 0.001
+
+# --- Bounded inputs and client reliability (issue 14: relipc) -----------------------------------
+
+#: Largest request header a worker accepts (bytes), unless ``[supervisor] max_message_bytes``
+#: says otherwise: arguments and descriptors only (tensor bytes travel apart), so 1 MiB holds
+#: thousands of texts; a larger header is refused with a ProtocolError before it is parsed.
+MAX_MESSAGE_BYTES = MAX_HEADER_BYTES
+#: How often a running supervisor unlinks shared-memory segments whose creating process died
+#: (seconds): a client killed with SIGKILL never runs its finalizer, so this bounds how long
+#: its segments stay in /dev/shm.
+SHM_SWEEP_INTERVAL_S = 2.0

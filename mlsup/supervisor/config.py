@@ -90,6 +90,7 @@ class SupervisorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = defaults.HEARTBEAT_INTERVAL_S
     load_stall_timeout_s: _Seconds = defaults.LOAD_STALL_TIMEOUT_S
     lease_acquire_timeout_s: _Seconds = defaults.LEASE_ACQUIRE_TIMEOUT_S
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=1024)] = defaults.MAX_MESSAGE_BYTES
 
     @classmethod
     def parse(cls, table: Mapping[str, Any], source: str) -> SupervisorSettings:
@@ -106,6 +107,7 @@ _MUST = {
 } | {
     "restart_backoff_factor": "must be a number ≥ 1",
     "heartbeat_s": "must be a positive number (seconds)",
+    "max_message_bytes": "must be an integer ≥ 1024 (bytes)",
 }
 
 

@@ -302,6 +302,7 @@ class Supervisor:
                 "MLSUP_MODEL": record.id,
             },
             heartbeat_s=self.settings.heartbeat_s,
+            max_message_bytes=self.settings.max_message_bytes,
         )
         worker = WorkerProcess(self._context, run_worker, to_wire(config))
         record.mark("spawned")
