@@ -325,11 +325,18 @@ class Supervisor:
                 await self._boss.release(lease)
 
     async def _housekeeping(self) -> None:
-        """Idle unloading, lost leases and stalled loads, once a second."""
+        """Idle unloading, lost leases and stalled loads, once a second; and the shared memory
+        that dead processes (a SIGKILLed client, say) left, every SHM_SWEEP_INTERVAL_S."""
+        next_sweep = time.monotonic()
         while True:
             await asyncio.sleep(defaults.HOUSEKEEPING_INTERVAL_S)
             for record in list(self.models.values()):
                 await self.feed(record, Tick())
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + defaults.SHM_SWEEP_INTERVAL_S
+                swept = await asyncio.to_thread(sweep_orphans)
+                if swept:
+                    self.log(f"unlinked {len(swept)} shared-memory segment(s) of dead processes")
 
     def save_state(self) -> None:
         """Write the state file: the workers a successor must reap if we crash."""
