@@ -220,10 +220,10 @@ SERVICE_IDLE_CHECK_S = 0.5
 
 # --- Proxy call core (mlsup.proxy_core) --------------------------------------------------------
 
-#: Extra time the reply to a ``load`` may take beyond the load's own deadline (seconds): the
-#: supervisor answers a load that timed out after it noticed, so waiting exactly as long would
-#: turn its typed answer into a bare RequestTimeout.
-LOAD_REPLY_MARGIN_S = 5.0
+#: How much earlier than the caller's deadline the supervisor is asked to give up a ``load``
+#: (seconds; at most half the deadline): its typed answer ("still starting", a lease wait that
+#: timed out) then arrives before the caller's deadline, which holds to within a liveness slice.
+LOAD_REPLY_MARGIN_S = 0.25
 #: Deadline of ``unload`` (seconds): a generous bound on a drain (TERMINATE_GRACE_S, then
 #: SIGKILL of the group and the lease's release), so that only a hung supervisor exceeds it.
 UNLOAD_TIMEOUT_S = 60.0
