@@ -19,4 +19,5 @@ SUITES: dict[str, str] = {
     "load": "mlsup.bench.load",
     "infer": "mlsup.bench.infer",
     "recovery": "mlsup.bench.recovery",
+    "chaos": "mlsup.bench.chaos",
 }
