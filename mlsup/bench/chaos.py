@@ -56,6 +56,7 @@ __all__ = ["run"]
 
 SUITE = "chaos"
 DEADLINE_S = 2.0  #: the callers' deadline
+_DEVICE = {"index": 0, "memory_mb": 1000}
 _MODELS = probe_model("m", vram_mb=600) + probe_model("rival", vram_mb=600)
 
 
@@ -91,6 +92,11 @@ class _Chaos:
         self.proxy = sup.client(timeout=DEADLINE_S)
         self.model = self.proxy.model("m", timeout=DEADLINE_S)
         self.seen: set[int] = set()  #: every process the supervisor ran
+
+    def boss(self) -> SyncGPUBoss:
+        """A lease observer with the supervisor's own devices: after a Redis restart, whoever
+        connects first publishes the capacity, and it must be the same one."""
+        return SyncGPUBoss(self.redis.url, self.prefix, devices=[_DEVICE])
 
     def row(self, model: str = "m") -> dict[str, Any]:
         with self.sup.client(timeout=DEADLINE_S) as proxy:
@@ -207,7 +213,7 @@ class _Chaos:
         self.ready_pid()
         load = self.under_load(2)
         over = 0
-        boss = SyncGPUBoss(self.redis.url, self.prefix)
+        boss = self.boss()
         try:
             restarted = time.monotonic()
             self.redis.restart()
@@ -235,7 +241,7 @@ class _Chaos:
     def supervisor_kill(self) -> list[Row]:
         pid = self.ready_pid()
         family = descendants(self.sup.pid)
-        boss = SyncGPUBoss(self.redis.url, self.prefix)
+        boss = self.boss()
         load = self.under_load(2)
         try:
             time.sleep(0.2)
@@ -343,8 +349,8 @@ def run(quick: bool = False) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="mlsup-chaos-") as tmp:
         config = manifest(
-            redis.url, prefix, _MODELS, memory_mb=1000, acquire_timeout=2 * DEADLINE_S,
-            restart_window_s=0.01, restart_max_crashes=1000,
+            redis.url, prefix, _MODELS, memory_mb=_DEVICE["memory_mb"],
+            acquire_timeout=2 * DEADLINE_S, restart_window_s=0.01, restart_max_crashes=1000,
         )  # fmt: skip
         sup = RunningSupervisor(Path(tmp), config, name="chaos")
         chaos = None

@@ -25,7 +25,7 @@ def test_quick_bench_of_every_suite_writes_rows_and_report(tmp_path: Path) -> No
     out = subprocess.run(
         [sys.executable, "-m", "mlsup", "bench", "--quick", "--json", str(rows_path),
          "--report", str(report)],
-        check=False, capture_output=True, text=True, timeout=280,
+        check=False, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-4000:]
 
