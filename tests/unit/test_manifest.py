@@ -180,6 +180,7 @@ def test_the_outward_layers_tables_are_kept_for_their_owners(tmp_path: Path) -> 
         ("[supervisor]\nheartbeat_s = 0", "supervisor.heartbeat_s", "positive"),
         ("[supervisor]\nrestart_max_crashes = 1.5", "supervisor.restart_max_crashes", "integer"),
         ("[supervisor]\nnope = 1", "supervisor.nope", "[supervisor] takes heartbeat_s"),
+        ("[supervisor]\nmax_message_bytes = 10", "supervisor.max_message_bytes", "≥ 1024 (bytes)"),
     ],
 )
 def test_every_key_of_the_file_is_checked(
