@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import zmq
 
+from mlsup.bench.supervised import probe_model
 from mlsup.errors import InvalidArgument, ProtocolError, error_from_wire
 from mlsup.ipc.shm import sweep_orphans
 from mlsup.ipc.wire import Kind, decode
@@ -18,13 +19,7 @@ from mlsup.testing.redis import TestRedis
 
 from .supervisor_helpers import RunningSupervisor, manifest
 
-PROBE = """
-[models.probe]
-loader = "probe"
-path = "probe.txt"
-vram_mb = 100
-idle_timeout_s = 0
-"""
+PROBE = probe_model("probe", vram_mb=100, idle_timeout_s=0)
 LIMIT = 256 << 10  #: the test supervisor's max_message_bytes
 HUGE = 64 << 20  #: the hostile header: 64 MiB of one-byte integers in one array
 

@@ -12,19 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from mlsup.bench.supervised import probe_model
 from mlsup.ipc.shm import sweep_orphans
 from mlsup.testing.redis import TestRedis
 
 from .ipc_helpers import Peer, our_segments
 from .supervisor_helpers import RunningSupervisor, manifest
 
-PROBE = """
-[models.probe]
-loader = "probe"
-path = "probe.txt"
-vram_mb = 100
-idle_timeout_s = 0
-"""
+PROBE = probe_model("probe", vram_mb=100, idle_timeout_s=0)
 
 #: Sends a 4 MiB array (through shared memory), prints its segments, then exits without
 #: close() -- or, given "wait", blocks until killed.
