@@ -232,6 +232,50 @@ CRASH_REPORT_POLL_S = 0.02
 #: Shortest deadline a model call is sent with (seconds): a call made just as its deadline
 #: runs out still gets one look for a reply already waiting.
 MIN_CALL_TIMEOUT_S = 0.001
+# --- Dashboard (mlsup.dashboard) ---------------------------------------------------------------
+
+#: How often the dashboard asks the supervisor for status rows and leases (seconds). Browsers get
+#: a snapshot at most this often, and only when it changed; one poll serves every open tab.
+DASHBOARD_POLL_S = 0.5
+#: Bound of one poll of the supervisor (seconds): a wedged supervisor shows as unavailable
+#: instead of freezing the page.
+DASHBOARD_POLL_TIMEOUT_S = 3.0
+#: How far back the activity columns look (seconds): requests/s and latency over this window.
+DASHBOARD_ACTIVITY_WINDOW_S = 300.0
+#: Width of one bar of the activity sparkline (seconds); window / this = points per sparkline.
+DASHBOARD_SPARK_STEP_S = 10.0
+#: Lines of a worker log shown when the page asks for no number, and the most it may ask for.
+DASHBOARD_LOG_LINES = 200
+DASHBOARD_LOG_MAX_LINES = 2000
+#: Most bytes read from the end of a worker log for one tail: a huge log costs no more than this.
+DASHBOARD_LOG_MAX_BYTES = 256 << 10
+#: A comment line sent on an idle event stream this often (seconds), so proxies keep it open.
+DASHBOARD_KEEPALIVE_S = 15.0
+#: How long the standalone dashboard waits for open event streams when it stops (whole seconds:
+#: uvicorn takes an int). An ``EventSource`` never ends by itself; the browser reconnects.
+DASHBOARD_SHUTDOWN_GRACE_S = 1
+#: Address of ``python -m mlsup.dashboard`` when no ``--listen`` is given: this machine only.
+DASHBOARD_LISTEN = "127.0.0.1:8011"
+
+
+# --- Sidecars and the HTTP gateway -------------------------------------------------------------
+
+#: Time between SIGTERM and SIGKILL when the supervisor stops a sidecar process (seconds).
+SIDECAR_STOP_GRACE_S = 5.0
+#: Interface the gateway binds when ``[http] listen`` / ``--http`` gives only a port: loopback,
+#: so that nothing is exposed to the network unless an address is given explicitly.
+GATEWAY_HOST = "127.0.0.1"
+#: Requests one model may have in flight or waiting at the gateway; past it, 429.
+GATEWAY_MAX_QUEUE = 64
+#: ``Retry-After`` (seconds) of a 429 (queue full) or 503 (model preempted or crashed).
+GATEWAY_RETRY_AFTER_S = 1
+#: How long a stopping gateway lets responses in progress finish (seconds); below
+#: SIDECAR_STOP_GRACE_S, so that it exits on its own before the supervisor's SIGKILL.
+GATEWAY_SHUTDOWN_GRACE_S = 3.0
+#: How often the gateway checks that the supervisor that started it still runs (seconds).
+GATEWAY_PARENT_CHECK_S = 1.0
+#: Largest audio upload accepted by /v1/audio/transcriptions (bytes): the OpenAI API's limit.
+GATEWAY_MAX_UPLOAD_BYTES = 25 << 20
 
 # --- Bounded inputs and client reliability (issue 14: relipc) -----------------------------------
 
