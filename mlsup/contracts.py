@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from mlsup import defaults
 from mlsup.errors import ProtocolError
 
 __all__ = [
@@ -104,6 +105,7 @@ class WorkerConfig(_Message, frozen=True):
     #: Until when its lease is known to be held (``time.monotonic()``, system-wide on Linux):
     #: past it, without a newer word from the supervisor, the worker stops serving.
     lease_until: float | None = None
+    max_message_bytes: int = defaults.MAX_MESSAGE_BYTES  #: the largest request header served
 
     @property
     def model_id(self) -> str:

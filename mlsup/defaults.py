@@ -243,10 +243,10 @@ SERVICE_IDLE_CHECK_S = 0.5
 
 # --- Proxy call core (mlsup.proxy_core) --------------------------------------------------------
 
-#: Extra time the reply to a ``load`` may take beyond the load's own deadline (seconds): the
-#: supervisor answers a load that timed out after it noticed, so waiting exactly as long would
-#: turn its typed answer into a bare RequestTimeout.
-LOAD_REPLY_MARGIN_S = 5.0
+#: How much earlier than the caller's deadline the supervisor is asked to give up a ``load``
+#: (seconds; at most half the deadline): its typed answer ("still starting", a lease wait that
+#: timed out) then arrives before the caller's deadline, which holds to within a liveness slice.
+LOAD_REPLY_MARGIN_S = 0.25
 #: Deadline of ``unload`` (seconds): a generous bound on a drain (TERMINATE_GRACE_S, then
 #: SIGKILL of the group and the lease's release), so that only a hung supervisor exceeds it.
 UNLOAD_TIMEOUT_S = 60.0
@@ -330,3 +330,13 @@ QUEUE_STALLED_INTERVAL_MS = 30_000
 QUEUE_STOP_GRACE_S = 60.0
 #: Deadline of ``mlsup.jobs`` waiting for a job's result when the caller gives none (seconds).
 JOB_RESULT_TIMEOUT_S = 300.0
+# --- Bounded inputs and client reliability (issue 14: relipc) -----------------------------------
+
+#: Largest request header a worker accepts (bytes), unless ``[supervisor] max_message_bytes``
+#: says otherwise: arguments and descriptors only (tensor bytes travel apart), so 1 MiB holds
+#: thousands of texts; a larger header is refused with a ProtocolError before it is parsed.
+MAX_MESSAGE_BYTES = MAX_HEADER_BYTES
+#: How often a running supervisor unlinks shared-memory segments whose creating process died
+#: (seconds): a client killed with SIGKILL never runs its finalizer, so this bounds how long
+#: its segments stay in /dev/shm.
+SHM_SWEEP_INTERVAL_S = 2.0

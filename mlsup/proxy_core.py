@@ -45,6 +45,7 @@ __all__ = [
     "SupervisorCore",
     "classify_loss",
     "idempotent",
+    "load_wait",
     "read_row",
 ]
 
@@ -65,6 +66,12 @@ def idempotent(op: str, kwargs: Mapping[str, Any]) -> bool:
     if op in _GENERATIVE and not kwargs.get("stream"):
         return kwargs.get("seed") is not None or kwargs.get("temperature") == 0
     return False
+
+
+def load_wait(timeout: float) -> float:
+    """How long the supervisor may wait for a load the caller gives ``timeout`` seconds: its
+    answer must travel back before the caller's deadline (LOAD_REPLY_MARGIN_S, at most half)."""
+    return max(timeout - defaults.LOAD_REPLY_MARGIN_S, timeout / 2)
 
 
 def read_row(row: Any) -> ModelStatus:
@@ -159,9 +166,9 @@ class SupervisorCore:
                 runtime=str(self.root),
             ) from exc
 
-    def row(self, model: str) -> Plan[dict[str, Any] | None]:
+    def row(self, model: str, timeout: float | None = None) -> Plan[dict[str, Any] | None]:
         """The status row of model (None: no such model)."""
-        rows = yield from self.request("status")
+        rows = yield from self.request("status", timeout=timeout)
         return next((row for row in rows if read_row(row).model == model), None)
 
     def load(
@@ -173,14 +180,17 @@ class SupervisorCore:
         implicit: bool = False,
     ) -> Plan[Any]:
         """Load model; its status row. ``priority``: a Priority, its name, or None.
-        ``implicit``: a first use, not a request to load (a FAILED model stays parked)."""
+        ``implicit``: a first use, not a request to load (a FAILED model stays parked).
+
+        Returns or raises within ``timeout``: the supervisor is asked to give up a little
+        earlier (:func:`load_wait`), so that its typed answer arrives in time; one that never
+        answers (killed, hung) is a :class:`RequestTimeout` at the deadline.
+        """
         timeout = defaults.ENSURE_TIMEOUT_S if timeout is None else timeout
         name = getattr(priority, "name", priority)
         args = {"model": model, "priority": name.lower() if name else None, "wait": wait,
-                "timeout": timeout, "implicit": implicit}  # fmt: skip
-        return (
-            yield from self.request("load", args, timeout=timeout + defaults.LOAD_REPLY_MARGIN_S)
-        )
+                "timeout": load_wait(timeout), "implicit": implicit}  # fmt: skip
+        return (yield from self.request("load", args, timeout=timeout))
 
     def unload(self, model: str) -> Plan[Any]:
         """Stop the model's worker and release its VRAM; its status row."""
@@ -246,7 +256,7 @@ class ModelCore:
                     )
                 )  # fmt: skip
             except PeerGone:
-                loss = yield from self._lost(binding)
+                loss = yield from self._lost(binding, deadline)
             if loss.unread and deadline.remaining > 0:
                 continue  # never run: sending it again is safe for any call
             if retries == 0 or not loss.error.retryable or deadline.remaining <= 0:
@@ -256,14 +266,17 @@ class ModelCore:
     def stream(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Plan[None]:
         """Emit the pieces of ``op.stream``; never retried mid-stream: a lost worker ends it
         with the typed error."""
-        binding = yield from self._bind(_Deadline(self._transport.clock, self.timeout))
+        deadline = _Deadline(self._transport.clock, self.timeout)
+        binding = yield from self._bind(deadline)
         try:
             yield from binding.client.stream(
                 f"{op}.stream", {"args": list(args), "kwargs": kwargs}, timeout=self.timeout,
                 alive=binding.alive,
             )  # fmt: skip
         except PeerGone:
-            raise (yield from self._lost(binding)).error from None
+            # Each piece has its own deadline: asking why is bounded by one more.
+            ask = _Deadline(self._transport.clock, self.timeout)
+            raise (yield from self._lost(binding, ask)).error from None
 
     def close(self) -> Plan[None]:
         """Close the connection to the worker (the model stays loaded)."""
@@ -305,27 +318,28 @@ class ModelCore:
                     raise deadline.expired(f"loading {self.model_id!r}")
                 if claimed:
                     return (yield from self._load(deadline))
-            except TransportError as exc:
-                if deadline.remaining > 0 or isinstance(exc, RequestTimeout):
-                    raise
-                # The supervisor gave up waiting at our deadline ("still starting"): to the
-                # caller, whose deadline covers loading, that is a timeout like any other.
-                raise deadline.expired(f"loading {self.model_id!r}") from exc
             finally:
                 if claimed:
                     with self._lock:
                         self._loading = False
-            # Another caller is loading the model: wait for its binding.
-            yield functools.partial(self._transport.sleep, defaults.LIVENESS_SLICE_S)
+            # Another caller is loading the model: wait for its binding (never past ours).
+            pause = min(defaults.LIVENESS_SLICE_S, max(deadline.remaining, 0.0))
+            yield functools.partial(self._transport.sleep, pause)
 
     def _load(self, deadline: _Deadline) -> Plan[_Binding]:
-        row = read_row(
-            (
-                yield from self.supervisor.load(
-                    self.model_id, None, wait=True, timeout=deadline.remaining, implicit=True
-                )
+        asked = deadline.remaining
+        gives_up_at = self._transport.clock() + load_wait(asked)
+        try:
+            raw = yield from self.supervisor.load(
+                self.model_id, None, wait=True, timeout=asked, implicit=True
             )
-        )
+        except TransportError as exc:
+            if type(exc) is TransportError and self._transport.clock() >= gives_up_at:
+                # The supervisor gave up at the wait we asked for ("still starting"): to the
+                # caller, whose deadline covers loading, that is a timeout like any other.
+                raise deadline.expired(f"loading {self.model_id!r}") from exc
+            raise
+        row = read_row(raw)
         if row.endpoint is None or row.pid is None:
             raise ProtocolError(
                 f"the supervisor loaded {self.model_id!r} but named no worker", model=self.model_id
@@ -349,18 +363,23 @@ class ModelCore:
             self._binding = None
         binding.client.abandon()  # the worker is gone: nobody to give blocks back to
 
-    def _lost(self, binding: _Binding) -> Plan[Loss]:
+    def _lost(self, binding: _Binding, deadline: _Deadline) -> Plan[Loss]:
         """Why the bound worker went away. The supervisor sees the exit through the process
-        sentinel as we do; give it a moment to record how the worker ended."""
+        sentinel as we do; give it a moment to record how the worker ended, within the call's
+        deadline (past it, or with no supervisor answering, the worker simply crashed)."""
         self._unbind(binding)
         clock = self._transport.clock
-        wait_until = clock() + defaults.CRASH_REPORT_WAIT_S
+        wait_until = min(clock() + defaults.CRASH_REPORT_WAIT_S, deadline.at)
         while True:
-            try:
-                raw = yield from self.supervisor.row(self.model_id)
-            except SupervisorUnavailable:
-                raw = None
-            row = read_row(raw) if raw is not None else None
-            if row is None or row.pid != binding.pid or clock() > wait_until:
+            row = None
+            if clock() < wait_until:
+                asked = min(defaults.CONTROL_TIMEOUT_S, wait_until - clock())
+                try:
+                    raw = yield from self.supervisor.row(self.model_id, timeout=asked)
+                except SupervisorUnavailable:
+                    raw = None
+                row = read_row(raw) if raw is not None else None
+            if row is None or row.pid != binding.pid or clock() >= wait_until:
                 return classify_loss(self.model_id, binding.pid, row)
-            yield functools.partial(self._transport.sleep, defaults.CRASH_REPORT_POLL_S)
+            pause = min(defaults.CRASH_REPORT_POLL_S, max(wait_until - clock(), 0.0))
+            yield functools.partial(self._transport.sleep, pause)

@@ -21,4 +21,5 @@ SUITES: dict[str, str] = {
     "recovery": "mlsup.bench.recovery",
     "http": "mlsup.bench.http",
     "queue": "mlsup.bench.queue",
+    "chaos": "mlsup.bench.chaos",
 }

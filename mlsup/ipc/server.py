@@ -46,13 +46,17 @@ class Operation:
     stream: bool = False
 
 
-def admit(body: list[Any], operations: dict[str, Operation]) -> tuple[Message, Operation] | Message:
+def admit(
+    body: list[Any],
+    operations: dict[str, Operation],
+    max_header_bytes: int = defaults.MAX_HEADER_BYTES,
+) -> tuple[Message, Operation] | Message:
     """Decode a request and find its operation, or the reply that refuses it.
 
     A RELEASE comes back as itself (nothing to answer, only blocks to take back).
     """
     try:
-        message = decode(body)
+        message = decode(body, max_header_bytes)
     except ProtocolError as exc:
         rid = peek_request_id(body[0]) if body else 0
         return Message(Kind.ERROR, rid, error=exc.to_wire())
@@ -86,7 +90,8 @@ class Server:
 
     Register handlers with :meth:`register` (or the :meth:`operation` decorator), then
     :meth:`bind` and :meth:`serve` in the thread that should run them, or :meth:`start` a
-    thread; :meth:`stop` ends the loop from anywhere.
+    thread; :meth:`stop` ends the loop from anywhere. ``max_header_bytes`` bounds the header
+    of a request (arguments and descriptors; tensor bytes travel apart).
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class Server:
         pool: ShmPool | None = None,
         threshold: int = defaults.SHM_THRESHOLD_BYTES,
         borrower_check_interval: float = defaults.BORROWER_CHECK_INTERVAL_S,
+        max_header_bytes: int = defaults.MAX_HEADER_BYTES,
     ) -> None:
         self.endpoint = check_endpoint(endpoint)
         self._context = context or zmq.Context.instance()
@@ -108,6 +114,7 @@ class Server:
         self._loans: dict[str, tuple[bytes, int]] = {}  # block name -> (borrower, borrower pid)
         self._borrowers: dict[bytes, int | None] = {}  # identity -> pid it names
         self._borrower_check_interval = borrower_check_interval
+        self._max_header_bytes = max_header_bytes
         self._socket: zmq.Socket[bytes] | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -212,7 +219,7 @@ class Server:
                 next_check = time.monotonic() + self._borrower_check_interval
 
     def _handle(self, sock: zmq.Socket[bytes], identity: bytes, body: list[Any]) -> None:
-        request = admit(body, self._operations)
+        request = admit(body, self._operations, self._max_header_bytes)
         if isinstance(request, Message):  # refused: the error to send back, or nothing
             if request.kind is Kind.ERROR:
                 self._send(sock, identity, request)

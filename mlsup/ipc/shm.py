@@ -20,6 +20,7 @@ import os
 import secrets
 import stat
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,10 @@ class ShmPool:
 
     Segments are pooled by power-of-two size and reused, since creating and faulting a segment
     per request costs several times the copy itself. Thread-safe.
+
+    A pool never closed still unlinks its segments when it is collected or when the process
+    exits normally (a finalizer); a process killed outright leaves them to the supervisor's
+    periodic :func:`sweep_orphans`.
     """
 
     def __init__(
@@ -100,6 +105,10 @@ class ShmPool:
         self._lent: dict[str, Segment] = {}
         self._lent_bytes = 0
         self._closed = False
+        # The finalizer holds the segment tables, never the pool: it runs once the pool is
+        # garbage or at interpreter exit, and only in the process that made the segments (a
+        # forked child that exits normally must not unlink its parent's).
+        self._finalizer = weakref.finalize(self, _unlink_left, os.getpid(), self._lent, self._free)
 
     @property
     def lent_bytes(self) -> int:
@@ -176,12 +185,21 @@ class ShmPool:
             self._lent_bytes = self._free_bytes = 0
         for segment in segments:
             segment.unlink()
+        self._finalizer.detach()
 
     def __enter__(self) -> ShmPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _unlink_left(creator: int, lent: dict[str, Segment], free: dict[int, list[Segment]]) -> None:
+    """The pool's finalizer: unlink what a pool never closed still holds."""
+    if os.getpid() != creator:
+        return
+    for segment in [*lent.values(), *(s for group in free.values() for s in group)]:
+        segment.unlink()
 
 
 class AttachCache:

@@ -255,26 +255,44 @@ def encode(message: Message, placer: Placer = _refuse) -> list[Buffer]:
     return [header, *buffers]
 
 
+#: Bytes of a header that can hold its first three fields (array header, version, kind and
+#: request id: 5 + 9 + 9 + 9 at most): all :func:`peek_request_id` ever reads.
+_PEEK_BYTES: Final = 32
+
+
 def peek_request_id(header: Buffer) -> int:
-    """The request id of a header that failed to decode, or 0: used to address error replies."""
+    """The request id of a header that failed to decode, or 0: used to address error replies.
+
+    Reads only the leading fields, so that a huge rejected header costs nothing more.
+    """
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=_PEEK_BYTES)
+    unpacker.feed(bytes(memoryview(header)[:_PEEK_BYTES]))
     try:
-        data = msgpack.unpackb(header, raw=False, strict_map_key=False)
-    except Exception:  # noqa: BLE001 - any garbage: there is no id to find
+        if unpacker.read_array_header() < 3:
+            return 0
+        unpacker.skip()  # version
+        unpacker.skip()  # kind
+        rid = unpacker.unpack()
+    except Exception:  # noqa: BLE001 - any garbage, or cut short: there is no id to find
         return 0
-    rid = data[2] if isinstance(data, list) and len(data) > 2 else None
     return rid if type(rid) is int and 0 <= rid <= _MAX_REQUEST_ID else 0
 
 
-def decode(frames: Sequence[Buffer]) -> Message:
-    """Parse and validate frames into a :class:`Message`; :class:`ProtocolError` otherwise."""
+def decode(frames: Sequence[Buffer], max_header_bytes: int = defaults.MAX_HEADER_BYTES) -> Message:
+    """Parse and validate frames into a :class:`Message`; :class:`ProtocolError` otherwise.
+
+    ``max_header_bytes`` bounds the header (a server's ``max_message_bytes`` setting); it is
+    checked before anything is parsed.
+    """
     if not frames:
         raise ProtocolError("empty message")
     if len(frames) - 1 > defaults.MAX_FRAMES:
         raise ProtocolError(f"{len(frames) - 1} buffer frames exceed {defaults.MAX_FRAMES}")
     header_bytes = frames[0]
-    if len(header_bytes) > defaults.MAX_HEADER_BYTES:
+    if len(header_bytes) > max_header_bytes:
         raise ProtocolError(
-            f"header of {len(header_bytes)} bytes exceeds {defaults.MAX_HEADER_BYTES}"
+            f"header of {len(header_bytes)} bytes exceeds {max_header_bytes}; "
+            "send large data as numpy arrays, which travel outside the header"
         )
     refs = _TensorRefs()
     try:

@@ -50,6 +50,7 @@ from mlsup.contracts import (
 from mlsup.errors import LeaseLost, MlsupError, ModelOOM, ProtocolError, TransportError
 from mlsup.kit.lifeline import LeaseDeadline, die_with_parent, watch_deadline, watch_exit
 from mlsup.kit.load_progress import LoadMeter, LoadProgress, report_while
+from mlsup.kit.op_args import check_arguments
 from mlsup.process_identity import process_alive
 
 __all__ = ["OPERATIONS", "STREAMING", "run_worker"]
@@ -130,9 +131,10 @@ class _Worker:
         finally:
             stop_reports()
 
-    def handler(self, method: Callable[..., Any], stream: bool) -> Callable[[Any], Any]:
+    def handler(self, op: str, method: Callable[..., Any], stream: bool) -> Callable[[Any], Any]:
         def handle(args: Any) -> Any:
             positional, keywords = _call_arguments(args)
+            check_arguments(op, positional, keywords)  # before the runtime converts anything
             if stream:
                 keywords["stream"] = True
             if self.lease.expired():
@@ -265,16 +267,18 @@ def run_worker(data: dict[str, Any]) -> None:
         _report_failure(worker, FailureKind.LOAD, exc)
         os._exit(WorkerExit.LOAD_ERROR)
 
-    server = Server(config.endpoint)
+    server = Server(config.endpoint, max_header_bytes=config.max_message_bytes)
     worker.server = server
     served = []
     for name in OPERATIONS:
         method = getattr(model, name, None)
         if callable(method):
-            server.register(name, worker.handler(method, stream=False))
+            server.register(name, worker.handler(name, method, stream=False))
             served.append(name)
             if name in STREAMING:
-                server.register(f"{name}.stream", worker.handler(method, stream=True), stream=True)
+                server.register(
+                    f"{name}.stream", worker.handler(name, method, stream=True), stream=True
+                )
     server.register("ping", lambda _: os.getpid())
     signal.signal(signal.SIGTERM, lambda *_: server.stop(timeout=0))
     server.bind()

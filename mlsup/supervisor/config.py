@@ -95,6 +95,7 @@ class SupervisorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     vram_over_margin_mb: _Count = defaults.VRAM_OVER_MARGIN_MB
     vram_over_for_s: _Seconds = defaults.VRAM_OVER_FOR_S
     lease_acquire_timeout_s: _Seconds = defaults.LEASE_ACQUIRE_TIMEOUT_S
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=1024)] = defaults.MAX_MESSAGE_BYTES
 
     @classmethod
     def parse(cls, table: Mapping[str, Any], source: str) -> SupervisorSettings:
@@ -113,6 +114,7 @@ _MUST = {
     "heartbeat_s": "must be a positive number (seconds)",
     "heartbeat_misses": "must be a positive integer",
     "vram_over_margin_mb": "must be a non-negative integer (MB)",
+    "max_message_bytes": "must be an integer ≥ 1024 (bytes)",
 }
 
 

@@ -349,6 +349,7 @@ class Supervisor:
             },
             heartbeat_s=self.settings.heartbeat_s,
             lease_until=record.lease_until(self.boss.timing.ttl_s),
+            max_message_bytes=self.settings.max_message_bytes,
         )
         worker = WorkerProcess(self._context, run_worker, to_wire(config))
         record.mark("spawned")
@@ -372,7 +373,9 @@ class Supervisor:
             self.save_state()
 
     async def _housekeeping(self) -> None:
-        """Idle unloading, lost leases, stalled loads and hung workers, once a second."""
+        """Idle unloading, lost leases, stalled loads and hung workers, once a second; and the
+        shared memory that dead processes (a SIGKILLed client) left, every SHM_SWEEP_INTERVAL_S."""
+        next_sweep = time.monotonic()
         while True:
             await asyncio.sleep(defaults.HOUSEKEEPING_INTERVAL_S)
             reading = await asyncio.to_thread(self._vram.read)
@@ -380,6 +383,11 @@ class Supervisor:
                 record.sample_cpu()
                 record.sample_vram(reading, self.limits)
                 await self.feed(record, Tick())
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + defaults.SHM_SWEEP_INTERVAL_S
+                swept = await asyncio.to_thread(sweep_orphans)
+                if swept:
+                    self.log(f"unlinked {len(swept)} shared-memory segment(s) of dead processes")
 
     def save_state(self) -> None:
         """Write the state file: the workers a successor must reap and the leases it must

@@ -14,7 +14,9 @@ Acts: :class:`Answer`, :class:`Fail`, :class:`Stream`, :class:`Crash` (the worke
 request, then died), :class:`Drain` (stopped on purpose before reading it), :class:`Preempt`,
 :class:`Hang`, :class:`Stale` (a late reply to an older request comes first). A request with no
 act left is answered by the model's ``serve(op, args, kwargs)``. The supervisor learns of a
-death ``report_after`` (fake) seconds after it, as the real one does through its sentinel.
+death ``report_after`` (fake) seconds after it, as the real one does through its sentinel. The
+supervisor itself can die (:meth:`FakeSupervisor.kill`, or ``dies_on_load``: killed mid-load),
+and take ``load_takes`` (fake) seconds to load.
 """
 
 from __future__ import annotations
@@ -137,8 +139,14 @@ class FakeSupervisor:
         self.models: dict[str, _Model] = {}
         self.loads = 0  #: ``load`` requests served
         self.load_takes = 0.0  #: (fake) seconds a load takes
-        self._pids = itertools.count(1000)
-        transport.listen(f"ipc://{self.runtime / CONTROL_SOCKET}", self._control)
+        self.dies_on_load = False  #: the supervisor dies (SIGKILL) on reading the next load
+        self._pids = itertools.count(1000)  # its workers'
+        self.pid = 1  #: the supervisor's own (fake) pid, as ``ping`` says
+        transport.listen(f"ipc://{self.runtime / CONTROL_SOCKET}", self._control, pid=self.pid)
+
+    def kill(self) -> None:
+        """The supervisor dies: control requests get no answer (its workers live on)."""
+        self.transport.kill(self.pid)
 
     def add_model(self, name: str, serve: Serve) -> None:
         """A model whose healthy workers answer with ``serve(op, args, kwargs)``."""
@@ -169,7 +177,10 @@ class FakeSupervisor:
 
     # -- the control plane ----------------------------------------------------------------------
 
-    def _control(self, request: Message, args: Any) -> list[Message]:
+    def _control(self, request: Message, args: Any) -> list[Message] | None:
+        if request.op == "load" and self.dies_on_load:
+            self.kill()  # mid-load: the request was read, and is never answered
+            return None
         try:
             result = self._operate(request.op, args)
         except MlsupError as exc:

@@ -20,12 +20,13 @@ KEYS = {"suite", "name", "unit", "value", "baseline", "baseline_value", "ratio",
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(480)  # every suite, chaos included
 def test_quick_bench_of_every_suite_writes_rows_and_report(tmp_path: Path) -> None:
     rows_path, report = tmp_path / "rows.json", tmp_path / "report"
     out = subprocess.run(
         [sys.executable, "-m", "mlsup", "bench", "--quick", "--json", str(rows_path),
          "--report", str(report)],
-        check=False, capture_output=True, text=True, timeout=280,
+        check=False, capture_output=True, text=True, timeout=450,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-4000:]
 

@@ -184,6 +184,7 @@ def test_the_outward_layers_tables_are_kept_for_their_owners(tmp_path: Path) -> 
             "supervisor.nope",
             "[supervisor] takes heartbeat_misses, heartbeat_s",
         ),
+        ("[supervisor]\nmax_message_bytes = 10", "supervisor.max_message_bytes", "≥ 1024 (bytes)"),
     ],
 )
 def test_every_key_of_the_file_is_checked(

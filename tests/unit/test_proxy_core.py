@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import mlsup
+from mlsup import defaults
 from mlsup.errors import (
     ModelNotFound,
     ModelOOM,
@@ -17,6 +18,7 @@ from mlsup.errors import (
     SupervisorUnavailable,
     WorkerCrashed,
 )
+from mlsup.proxy_core import load_wait
 from mlsup.testing.fake_supervisor import (
     Answer,
     Crash,
@@ -191,3 +193,67 @@ def test_no_supervisor_says_how_to_start_one(side: Any) -> None:
     connect_to: Any = mlsup.aconnect if side.name == "async" else mlsup.connect
     with pytest.raises(SupervisorUnavailable, match="mlsup start"):
         side.do(connect_to("/nowhere", transport=side.transport))
+
+
+# -- deadlines hold: every call returns or raises within its deadline + one liveness slice -------
+
+SLACK = 0.1  #: the bound of issue 14: deadline + 100 ms (on the fake clock: exact)
+
+
+def test_a_supervisor_killed_mid_load_costs_only_the_deadline(
+    side: Any, fake: FakeSupervisor
+) -> None:
+    fake.dies_on_load = True
+    model = connect(side, fake).model("m", timeout=3)
+    with pytest.raises(RequestTimeout):
+        side.do(model.embed(["x"]))
+    assert 3 <= side.transport.now <= 3 + SLACK  # was 3 + LOAD_REPLY_MARGIN_S (5 s) more
+
+
+def test_an_explicit_load_holds_its_deadline_when_the_supervisor_dies(
+    side: Any, fake: FakeSupervisor
+) -> None:
+    sup = connect(side, fake)
+    fake.dies_on_load = True
+    with pytest.raises(RequestTimeout):
+        side.do(sup.load("m", timeout=4))
+    assert side.transport.now <= 4 + SLACK
+
+
+def test_a_slow_load_answers_typed_before_the_deadline(side: Any, fake: FakeSupervisor) -> None:
+    fake.load_takes = 10.0
+    model = connect(side, fake).model("m", timeout=2)
+    with pytest.raises(RequestTimeout, match="loading 'm' did not finish within 2 s"):
+        side.do(model.embed(["x"]))
+    assert side.transport.now <= 2  # the supervisor was asked to give up a little earlier
+    assert side.transport.received[-1].args["timeout"] == load_wait(2) < 2
+
+
+def test_a_crash_with_the_supervisor_gone_holds_the_call_deadline(
+    side: Any, fake: FakeSupervisor
+) -> None:
+    model = connect(side, fake).model("m", timeout=1)
+    side.do(model.embed(["warm"]))
+    started = side.transport.now
+    fake.script("m", Crash())
+    fake.kill()  # asking why the worker died gets no answer: CONTROL_TIMEOUT_S was 10 s
+    with pytest.raises(WorkerCrashed):
+        side.do(model.complete("x", **SAMPLED))
+    assert side.transport.now - started <= 1 + SLACK
+
+
+def test_a_late_crash_report_is_awaited_only_within_the_deadline(
+    side: Any, fake: FakeSupervisor
+) -> None:
+    model = connect(side, fake).model("m", timeout=0.5)
+    side.do(model.embed(["warm"]))
+    started = side.transport.now
+    fake.script("m", Crash(report_after=30.0))  # CRASH_REPORT_WAIT_S (2 s) > the deadline
+    with pytest.raises(WorkerCrashed):
+        side.do(model.complete("x", **SAMPLED))
+    assert side.transport.now - started <= 0.5 + SLACK
+
+
+def test_load_wait_leaves_room_for_the_answer() -> None:
+    assert load_wait(20) == 20 - defaults.LOAD_REPLY_MARGIN_S
+    assert load_wait(0.2) == 0.1  # never less than half the deadline

@@ -91,3 +91,29 @@ def test_sweep_keeps_live_owners_segments() -> None:
         assert block is not None
         assert block.name not in sweep_orphans()
         assert shm_exists(block.name)
+
+
+def test_a_pool_never_closed_unlinks_its_segments_when_collected() -> None:
+    pool = ShmPool()
+    lent, free = pool.lend(MiB), pool.lend(MiB)
+    assert lent is not None and free is not None
+    pool.give_back(free.name)
+    names = [lent.name, free.name]
+    del pool, lent, free  # no close(): the finalizer does it
+    assert not any(shm_exists(name) for name in names)
+
+
+def test_a_forked_child_leaves_its_parents_segments_alone() -> None:
+    with ShmPool() as pool:
+        segment = pool.lend(MiB)
+        assert segment is not None
+        child = os.fork()
+        if child == 0:  # the child runs the finalizers as a normal exit would
+            import weakref
+
+            for finalizer in list(weakref.finalize._registry):  # type: ignore[attr-defined]
+                finalizer()
+            os._exit(0)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert shm_exists(segment.name)

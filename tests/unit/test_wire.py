@@ -198,6 +198,18 @@ def test_hostile_frames_raise_protocol_error(case: str) -> None:
 def test_request_id_is_found_for_error_replies_when_possible() -> None:
     assert peek_request_id(pack(header_of(v=99))) == 7
     assert peek_request_id(b"\xc1garbage") == 0
+    assert peek_request_id(b"\x92\x01") == 0  # cut short before the id
+    assert peek_request_id(pack(header_of(id=-3))) == 0
+
+
+def test_peeking_reads_only_the_leading_fields() -> None:
+    # A header of 8 MiB of arguments: unpacking it whole would build millions of objects.
+    big = pack([1, int(Kind.REQUEST), 31337, "embed", None, None, None, None])[:-1]
+    header = big + b"\xdd" + (8 << 20).to_bytes(4, "big") + bytes(8 << 20)
+    assert peek_request_id(header) == 31337
+    assert peek_request_id(memoryview(header)) == 31337
+    with pytest.raises(ProtocolError, match="exceeds 1024"):
+        decode([header], max_header_bytes=1024)
 
 
 def test_arguments_keep_tensor_references_until_materialized() -> None:
