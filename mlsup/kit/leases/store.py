@@ -52,6 +52,11 @@ class LeaseStore:
         self._client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
         self._scripts = {s: self._client.register_script(source(s)) for s in Script}
 
+    @property
+    def client(self) -> aioredis.Redis:
+        """The connection pool (the push listener takes its own pub/sub connection from it)."""
+        return self._client
+
     async def close(self) -> None:
         """Close the connections."""
         await self._client.aclose()
