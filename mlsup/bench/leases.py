@@ -4,7 +4,9 @@
   (target: median within 2x, p99 below 0.5 ms);
 * throughput of 8 processes contending for one GPU that fits 2 leases at a time, vs one
   uncontended process;
-* wake-up latency: from a release returning to the woken waiter holding the lease.
+* wake-up latency: from a release returning to the woken waiter holding the lease;
+* preemption: a higher-priority request until granted, against the victim's drain
+  (:mod:`mlsup.bench.preempt`).
 
 Runs against ``$MLSUP_TEST_REDIS_URL``, else a local Redis on 6379, else an embedded one.
 """
@@ -20,6 +22,7 @@ import uuid
 
 import redis.asyncio as aioredis
 
+from mlsup.bench.preempt import preempt_rows, preempt_trials
 from mlsup.bench.rows import Row, percentile
 from mlsup.errors import BenchmarkError
 from mlsup.kit.leases import GPUBoss, LeaseTiming
@@ -129,6 +132,7 @@ async def _wake_ms(url: str, prefix: str, trials: int) -> list[float]:
 
 def _rows(server: TestRedis, quick: bool) -> list[Row]:
     n, cycles, trials = (200, 25, 5) if quick else (5000, 250, 50)
+    preempts, fallbacks = (3, 1) if quick else (30, 3)
     prefix = f"mlsup-bench:{uuid.uuid4().hex[:12]}:"
     try:
         ping = asyncio.run(_ping_ms(server.url, n))
@@ -137,6 +141,8 @@ def _rows(server: TestRedis, quick: bool) -> list[Row]:
         single_per_s = 1000 / statistics.mean(lease)
         contended = _contention_per_s(server.url, prefix, cycles)
         wake = asyncio.run(_wake_ms(server.url, prefix, trials))
+        pushed = asyncio.run(preempt_trials(server.url, prefix, preempts, push=True))
+        renewal = asyncio.run(preempt_trials(server.url, prefix, fallbacks, push=False))
     finally:
         server.cleanup(prefix)
     ping_median = statistics.median(ping)
@@ -187,6 +193,7 @@ def _rows(server: TestRedis, quick: bool) -> list[Row]:
             baseline="redis PING",
             baseline_value=ping_median,
         ),
+        *preempt_rows(SUITE, pushed, renewal),
     ]
 
 
