@@ -10,7 +10,8 @@ def test_quick_lease_bench_rows_are_well_formed() -> None:
     assert SUITES["leases"] == "mlsup.bench.leases"
     rows = run(quick=True)
     names = [row.name for row in rows]
-    assert len(names) == len(set(names)) == 5
+    assert len(names) == len(set(names)) == 8
+    assert "preemption: request -> granted (median)" in names
     for row in rows:
         assert row.suite == "leases" and row.unit in ("ms", "leases/s")
         assert math.isfinite(row.value) and row.value > 0
