@@ -108,7 +108,9 @@ class Supervisor:
             prefix = self.config.manifest.redis.prefix
             self._boss = GPUBoss(url, prefix, devices, timing=timing)
             await self._boss.connect()
-            start_template(self._context, (s.loader for s in self.config.manifest.models.values()))
+            models = [(s.loader, s.path) for s in self.config.manifest.models.values()]
+            # Ready only once the template is: off the loop, before the control plane binds.
+            await asyncio.to_thread(start_template, self._context, models)
             ControlPlane(self).register(self._server)
             self._server.bind()
         except BaseException:
