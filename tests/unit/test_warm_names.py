@@ -74,6 +74,13 @@ def test_warm_resolves_only_the_allowed_packages_and_skips_what_fails() -> None:
     assert warm(["transformers:AutoConfig"]) == ["transformers:AutoConfig"]
 
 
+def test_warming_transformers_builds_its_conversion_table_for_every_fork() -> None:
+    import transformers.conversion_mapping as mapping
+
+    warm(["transformers:AutoConfig"])
+    assert mapping._checkpoint_conversion_mapping_cache  # built once, inherited by workers
+
+
 def test_the_class_warm_up_is_the_templates_last_import() -> None:
     modules = preload_modules(["hf", "gguf", "hf"])
     assert modules[: len(ALWAYS_PRELOAD)] == list(ALWAYS_PRELOAD)
