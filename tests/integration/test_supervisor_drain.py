@@ -4,25 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlsup.bench.supervised import probe_model
 from mlsup.ipc.shm import sweep_orphans
 from mlsup.testing.redis import TestRedis
 from mlsup.testing.supervisor import RunningSupervisor, manifest
 
-MODELS = """
-[models.background]
-loader = "probe"
-path = "probe.txt"
-vram_mb = 800
-priority = "low"
-idle_timeout_s = 0
-
-[models.urgent]
-loader = "probe"
-path = "probe.txt"
-vram_mb = 600
-priority = "high"
-idle_timeout_s = 0
-"""
+MODELS = probe_model("background", vram_mb=800, priority="low", idle_timeout_s=0) + probe_model(
+    "urgent", vram_mb=600, priority="high", idle_timeout_s=0
+)
 
 
 def test_drains_end_at_the_workers_exit_within_a_long_grace(
