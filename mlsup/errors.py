@@ -5,7 +5,9 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
 
     MlsupError
     ├── ConfigError                 a configuration file, manifest entry or argument is invalid
-    │   └── InvalidArgument         a function got an argument value it cannot use (a ValueError)
+    │   ├── InvalidArgument         a function got an argument value it cannot use (a ValueError)
+    │   ├── InvalidRequest          a request to a feature runner is malformed (HTTP 422)
+    │   └── ServiceNotFound         no such feature or service in the services.yaml registry
     ├── ProtocolError               a frame or control message is malformed, hostile or too big
     ├── TransportError              the peer could not be reached or did not answer
     │   ├── RequestTimeout          no reply within the call's deadline
@@ -28,8 +30,16 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
     │   ├── WorkerCrashed           the worker process died (carries the exit code or signal)
     │   ├── Preempted               the model was asked to yield to a higher priority
     │   ├── ModelFailed             the model crashed too often and is parked until reloaded
-    │   └── NoWorkerLog             the model never ran a worker in this runtime directory
+    │   ├── NoWorkerLog             the model never ran a worker in this runtime directory
+    │   ├── FallbackExhausted       every tier of a FallbackChain failed (carries each cause)
+    │   ├── UnsupportedOperation    the model's kind does not offer that operation
+    │   └── QueueFull               too many requests wait for that model; retry later
     └── IllegalTransition           a lifecycle event that cannot happen in that state (a bug)
+
+    MlsupError (continued)
+    └── JobError                    a queued job (mlsup.jobs, mlsup.queues) gave no result
+        ├── InvalidJobData          the job's data does not fit its operation (names the field)
+        └── JobFailed               the job failed for good (carries BullMQ's failedReason)
 
     BaseException
     └── Interrupt                   cooperative cancellation that must not be swallowed
@@ -55,9 +65,14 @@ __all__ = [
     "CapacityExceeded",
     "ConfigError",
     "DeviceError",
+    "FallbackExhausted",
     "IllegalTransition",
     "Interrupt",
     "InvalidArgument",
+    "InvalidJobData",
+    "InvalidRequest",
+    "JobError",
+    "JobFailed",
     "LeaseError",
     "LeaseLost",
     "LeaseNotHeld",
@@ -72,11 +87,14 @@ __all__ = [
     "PeerGone",
     "Preempted",
     "ProtocolError",
+    "QueueFull",
     "RemoteError",
     "RequestTimeout",
+    "ServiceNotFound",
     "ShutdownRequested",
     "SupervisorUnavailable",
     "TransportError",
+    "UnsupportedOperation",
     "UsageError",
     "WorkerCrashed",
     "YieldRequested",
@@ -268,6 +286,38 @@ class IllegalTransition(MlsupError):
     supervisor, never the result of user input (the message names the state and the event)."""
 
 
+class InvalidRequest(ConfigError):
+    """A request to a feature runner (``mlsup.service``) is malformed; it answers 422 and
+    changes nothing."""
+
+
+class FallbackExhausted(ModelError):
+    """Every tier of a :class:`~mlsup.service.fallback.FallbackChain` failed for now.
+
+    ``causes`` lists ``(tier, error)`` in the order tried; the message names each. Retryable:
+    every cause was a "not now" error (a bad input fails at once, without falling back).
+    """
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        causes: list[tuple[str, BaseException]] | None = None,
+        **context: Any,
+    ) -> None:
+        super().__init__(message, **context)
+        self.causes: list[tuple[str, BaseException]] = list(causes or [])
+
+
+class ServiceNotFound(ConfigError):
+    """No feature, or no service of a feature, of that id in the services registry.
+
+    The message lists the known ids and the root that was searched; context names
+    ``feature`` and ``service``.
+    """
+
+
 class Interrupt(BaseException):
     """Cooperative cancellation that an ``except Exception`` must not swallow."""
 
@@ -310,6 +360,9 @@ _BY_NAME: dict[str, type[MlsupError]] = {
         UsageError,
         BenchmarkError,
         IllegalTransition,
+        FallbackExhausted,
+        InvalidRequest,
+        ServiceNotFound,
     )
 }
 
@@ -334,3 +387,38 @@ def error_from_wire(data: object) -> MlsupError:
         context = {**context, "remote_type": name if isinstance(name, str) else "?"}
         return RemoteError(message, **context)
     return cls(message, **context)
+
+
+# --- The HTTP gateway ------------------------------------------------------------------------
+
+
+class UnsupportedOperation(ModelError):
+    """The model's kind does not offer the operation; the message names the kinds that do."""
+
+
+class QueueFull(ModelError):
+    """The model already has as many requests in flight and waiting as it may; retry later."""
+
+
+_BY_NAME.update({cls.__name__: cls for cls in (UnsupportedOperation, QueueFull)})
+
+
+# -- Job queues ----------------------------------------------------------------------------------
+
+
+class JobError(MlsupError):
+    """Base of the errors about queued jobs (:mod:`mlsup.jobs`, :mod:`mlsup.queues`)."""
+
+
+class InvalidJobData(JobError):
+    """A job's data does not fit its operation; ``field`` names the offending field.
+
+    The job fails at once and is not retried: the same data would fail again.
+    """
+
+
+class JobFailed(JobError):
+    """A job failed and will not be retried; ``reason`` is its ``failedReason``."""
+
+
+_BY_NAME.update({cls.__name__: cls for cls in (JobError, InvalidJobData, JobFailed)})

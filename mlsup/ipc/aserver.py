@@ -3,6 +3,11 @@
 Unlike :class:`~mlsup.ipc.server.Server` (one request at a time, for workers), a slow handler
 here (waiting for a lease, say) does not hold up the others. Replies are small: tensors travel
 as frames, never lent in shared memory.
+
+The request tasks live in an :class:`asyncio.TaskGroup` owned by :meth:`AsyncServer.serve`: a
+handler's failure is its caller's error reply, and anything else that fails in a request task
+(a bug) ends ``serve()`` with that exception, for whoever awaits it to act on, rather than
+vanishing in a forgotten task. Cancelling ``serve()`` cancels and awaits every request.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ class AsyncServer:
         self._codec = TensorCodec(None)
         self._operations: dict[str, Operation] = {}
         self._socket: zmq.asyncio.Socket | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._serving: asyncio.Task[Any] | None = None
 
     def register(self, op: str, handler: AsyncHandler) -> None:
         """Serve ``op`` with ``await handler(args)``."""
@@ -52,12 +57,15 @@ class AsyncServer:
             self.bind()
         sock = self._socket
         assert sock is not None
-        while True:
-            frames = await sock.recv_multipart(copy=False)
-            identity, body = frames[0].bytes, [frame.buffer for frame in frames[1:]]
-            task = asyncio.ensure_future(self._handle(sock, identity, body))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._serving = asyncio.current_task()
+        try:
+            async with asyncio.TaskGroup() as requests:
+                while True:
+                    frames = await sock.recv_multipart(copy=False)
+                    identity, body = frames[0].bytes, [frame.buffer for frame in frames[1:]]
+                    requests.create_task(self._handle(sock, identity, body))
+        finally:
+            self._serving = None
 
     async def _handle(self, sock: zmq.asyncio.Socket, identity: bytes, body: list[Any]) -> None:
         request = admit(body, self._operations)
@@ -84,10 +92,11 @@ class AsyncServer:
             await sock.send_multipart([identity, *frames])
 
     async def close(self) -> None:
-        """Cancel requests in progress, close the socket and remove its file."""
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop serving (cancelling requests in progress), close the socket, remove its file."""
+        serving = self._serving
+        if serving is not None and serving is not asyncio.current_task():
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
         close_router(self._socket, self.endpoint)
         self._socket = None

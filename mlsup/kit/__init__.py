@@ -39,7 +39,9 @@ if TYPE_CHECKING:
         HFManagedLoader,
         ManagedModel,
         ManagedModelLoader,
+        ManagedModelState,
     )
+    from mlsup.kit.managed_llm import EmbeddedLLMLoader
     from mlsup.kit.manifest import Manifest, ModelSpec, RedisSettings, load_manifest
 
 #: Public name -> module that defines it.
@@ -69,6 +71,8 @@ _LAZY = {
     "HFManagedLoader": "mlsup.kit.managed",
     "ManagedModel": "mlsup.kit.managed",
     "ManagedModelLoader": "mlsup.kit.managed",
+    "ManagedModelState": "mlsup.kit.managed",
+    "EmbeddedLLMLoader": "mlsup.kit.managed_llm",
     "Manifest": "mlsup.kit.manifest",
     "ModelSpec": "mlsup.kit.manifest",
     "RedisSettings": "mlsup.kit.manifest",
@@ -82,6 +86,7 @@ __all__ = [
     "DeviceKind",
     "DiffusersLoader",
     "DiffusersManagedLoader",
+    "EmbeddedLLMLoader",
     "EmbeddedRedis",
     "GGUFModelLoader",
     "GPUBoss",
@@ -93,6 +98,7 @@ __all__ = [
     "LeaseTiming",
     "ManagedModel",
     "ManagedModelLoader",
+    "ManagedModelState",
     "Manifest",
     "ModelLoader",
     "ModelSpec",

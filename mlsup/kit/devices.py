@@ -15,7 +15,15 @@ from typing import Any
 from mlsup import defaults
 from mlsup.errors import ConfigError, DeviceError
 
-__all__ = ["Device", "DeviceKind", "ProcessUsage", "discover_nvml", "inventory", "parse_devices"]
+__all__ = [
+    "Device",
+    "DeviceKind",
+    "ProcessUsage",
+    "cpu_budget_devices",
+    "discover_nvml",
+    "inventory",
+    "parse_devices",
+]
 
 _CONFIG_FIELDS = {"index", "memory_mb", "simulated", "kind", "name"}
 
@@ -144,6 +152,17 @@ def discover_nvml(reserve_mb: int = defaults.GPU_RESERVE_MB) -> list[Device] | N
         raise DeviceError(f"NVML failed to describe the GPUs: {exc}; check the driver") from exc
     finally:
         pynvml.nvmlShutdown()
+
+
+def cpu_budget_devices() -> list[dict[str, Any]]:
+    """The device of a machine without GPUs and without ``[[devices]]``: device 0, a share of
+    host memory (:data:`~mlsup.defaults.CPU_BUDGET_FRACTION`), so that models still queue and
+    yield instead of swapping the machine to death. The supervisor and a bare ``GPUBoss()``
+    both use this rule, so they publish the same capacity."""
+    import psutil
+
+    budget = int(psutil.virtual_memory().total * defaults.CPU_BUDGET_FRACTION) >> 20
+    return [{"index": 0, "memory_mb": budget, "kind": "cpu"}]
 
 
 def inventory(

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
-import psutil
 
 from mlsup import defaults
 from mlsup.kit.manifest import CONFIG_ENV, Manifest, load_manifest
@@ -137,11 +136,8 @@ class SupervisorConfig:
 def _devices(manifest: Manifest) -> list[dict[str, Any]]:
     if manifest.devices:
         return [dict(device) for device in manifest.devices]
-    from mlsup.kit.devices import discover_nvml
+    from mlsup.kit.devices import cpu_budget_devices, discover_nvml
 
     if discover_nvml():
         return []  # the boss discovers them itself
-    # No GPU and nothing configured: lease a share of host memory, so that models still queue
-    # and yield instead of swapping the machine to death.
-    budget = int(psutil.virtual_memory().total * defaults.CPU_BUDGET_FRACTION) >> 20
-    return [{"index": 0, "memory_mb": budget, "kind": "cpu"}]
+    return cpu_budget_devices()

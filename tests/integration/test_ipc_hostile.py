@@ -61,7 +61,7 @@ def test_hostile_frames_get_protocol_errors(peer: Peer, case: str) -> None:
         if case == "out of bounds":
             # A real segment of ours, addressed beyond its end.
             back = client.call("echo", np.ones(1 << 20, dtype=np.uint8))
-            segment = next(iter(client._codec.cache._maps))
+            segment = next(iter(client.core._codec.cache._maps))
             frames = [header(t=shm_descriptor(segment, offset=1 << 40))]
             del back
         sock = zmq.Context.instance().socket(zmq.DEALER)

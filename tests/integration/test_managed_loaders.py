@@ -20,7 +20,7 @@ from mlsup.kit.managed import (
     HFManagedLoader,
     ManagedModel,
     ManagedModelLoader,
-    ModelState,
+    ManagedModelState,
 )
 from mlsup.testing import tiny_models
 from mlsup.testing.redis import TestRedis
@@ -56,12 +56,12 @@ async def test_lease_is_held_while_loaded_and_released_on_unload(
     model = await loader.load(onnx_path, model_id="mlp", vram_mb=300, gpu=0)
     assert await lease_ids(boss) == [("mlp", 300)]
     assert model.loaded and model.lease.held and loader.get("mlp") is model
-    assert model.run({"x": X})["y"].shape == (2, 3)
+    assert (await model.run({"x": X}))["y"].shape == (2, 3)
     await loader.unload("mlp")
     assert await lease_ids(boss) == []
-    assert model.state is ModelState.UNLOADED and model.lease.released
+    assert model.state is ManagedModelState.UNLOADED and model.lease.released
     with pytest.raises(ModelError, match="was unloaded"):
-        model.run({"x": X})
+        await model.run({"x": X})
     with pytest.raises(ModelNotFound):
         loader.get("mlp")
     await loader.unload("mlp")  # unloading twice does nothing
@@ -127,11 +127,11 @@ async def test_preemption_unloads_the_model_and_frees_the_lease(
     # GPU 0 has 1000 MB: the HIGH request fits only once the LOW model is gone.
     high = await high_boss.acquire(500, "high", priority=Priority.HIGH, gpu=0, timeout=10)
     assert high.held
-    assert low.state is ModelState.PREEMPTED and loader.models == {}
+    assert low.state is ManagedModelState.PREEMPTED and loader.models == {}
     assert low.lease.released and low.lease.lost is None  # given back, not revoked
     assert await lease_ids(high_boss) == [("high", 500)]
     with pytest.raises(Preempted, match="'low'"):
-        low.run({"x": X})
+        await low.run({"x": X})
     with pytest.raises(ModelNotFound):
         loader.get("low")
 
@@ -153,10 +153,10 @@ async def test_a_lost_lease_unloads_the_model(
         client.delete(keys.lease(model.lease.id))
     finally:
         client.close()
-    await until(lambda: model.state is not ModelState.LOADED, "the model to be unloaded")
-    assert model.state is ModelState.LOST and loader.models == {}
+    await until(lambda: model.state is not ManagedModelState.LOADED, "the model to be unloaded")
+    assert model.state is ManagedModelState.LOST and loader.models == {}
     with pytest.raises(LeaseLost):
-        model.run({"x": X})
+        await model.run({"x": X})
     assert boss.held == []
     await loader.unload_all()  # waits for the unload the loss started: it went well
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
@@ -170,10 +170,10 @@ async def test_unload_all_releases_every_lease(make_boss: BossFactory, onnx_path
     ]
     assert sorted(await lease_ids(boss)) == [("a", 200), ("b", 200)]
     # Independent copies of the template loader: both models serve.
-    assert all(m.run({"x": X})["y"].shape == (2, 3) for m in models)
+    assert [(await m.run({"x": X}))["y"].shape for m in models] == [(2, 3), (2, 3)]
     await loader.unload_all()
     assert await lease_ids(boss) == [] and loader.models == {}
-    assert all(m.state is ModelState.UNLOADED for m in models)
+    assert all(m.state is ManagedModelState.UNLOADED for m in models)
 
 
 async def test_hf_managed_loader_with_the_tiny_causal_lm(make_boss: BossFactory) -> None:
@@ -183,7 +183,7 @@ async def test_hf_managed_loader_with_the_tiny_causal_lm(make_boss: BossFactory)
         tiny_models.tiny_causal_lm(), model_id="lm", vram_mb=200, gpu=0, device="cpu"
     )
     assert await lease_ids(boss) == [("lm", 200)]
-    text = model.generate("The quick brown", max_tokens=4)
+    text = await model.generate("The quick brown", max_tokens=4)
     assert isinstance(text, str) and text
     await loader.unload("lm")
     assert await lease_ids(boss) == []
@@ -196,7 +196,7 @@ async def test_diffusers_managed_loader_with_the_tiny_pipeline(make_boss: BossFa
         tiny_models.tiny_diffusion(), model_id="sd", vram_mb=400, gpu=1, device="cpu"
     )
     assert await lease_ids(boss, gpu=1) == [("sd", 400)]
-    image = model.generate_image("a red cube", steps=1, seed=0, width=32, height=32)
+    image = await model.generate_image("a red cube", steps=1, seed=0, width=32, height=32)
     assert image.shape == (32, 32, 3) and image.dtype == np.uint8
     await loader.unload_all()
     assert await lease_ids(boss, gpu=1) == []

@@ -266,6 +266,7 @@ def test_a_stream_cut_by_a_crash_raises_instead_of_ending(running: Any) -> None:
 def test_deadlines_are_honoured_for_slow_and_hung_workers(running: Any) -> None:
     supervisor = running(PROBE)
     with mlsup.connect(supervisor.runtime) as sup:
+        sup.load("probe")  # loaded first: these deadlines are about the calls, not the load
         hasty = sup.model("probe", timeout=0.5)
         started = time.monotonic()
         with pytest.raises(RequestTimeout):

@@ -14,8 +14,7 @@ import contextlib
 import math
 import secrets
 import time
-from collections.abc import Generator, Iterable, Mapping
-from types import TracebackType
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mlsup import defaults
@@ -28,7 +27,8 @@ from mlsup.errors import (
     TransportError,
     UsageError,
 )
-from mlsup.kit.devices import Device, inventory
+from mlsup.kit.devices import Device, cpu_budget_devices, inventory
+from mlsup.kit.leases.acquire import AcquireCall
 from mlsup.kit.leases.lease import GPULease
 from mlsup.kit.leases.owner import OwnerIdentity
 from mlsup.kit.leases.policy import best_fit
@@ -40,60 +40,40 @@ from mlsup.kit.leases.results import AdmitOutcome, HolderIdentity, LeaseRequest,
 from mlsup.kit.leases.snapshot import GpuSnapshot, gpu_snapshot
 from mlsup.kit.leases.store import LeaseStore
 from mlsup.kit.leases.timing import LeaseTiming
+from mlsup.kit.leases.workstation import boss_defaults
 from mlsup.kit.redis_url import resolve_redis_url
 from mlsup.process_identity import same_process
 
-__all__ = ["AcquireCall", "GPUBoss"]
-
-
-class AcquireCall:
-    """What :meth:`GPUBoss.acquire` returns: await it for the lease, or use it as an async
-    context manager that releases the lease on exit."""
-
-    def __init__(self, boss: GPUBoss, **request: Any) -> None:
-        self._boss = boss
-        self._request = request
-        self._lease: GPULease | None = None
-
-    def __await__(self) -> Generator[Any, None, GPULease]:
-        return self._boss._acquire(**self._request).__await__()
-
-    async def __aenter__(self) -> GPULease:
-        self._lease = await self._boss._acquire(**self._request)
-        return self._lease
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._lease is not None:
-            await self._boss.release(self._lease)
+__all__ = ["AcquireCall", "GPUBoss"]  # AcquireCall: re-exported from .acquire
 
 
 class GPUBoss:
     """VRAM leases on the GPUs shared through one Redis.
 
-    ``redis_url=None``: ``$MLSUP_REDIS_URL``, else the URL a running supervisor published,
-    else :class:`ConfigError`. ``prefix`` namespaces every key. ``devices`` (``[[devices]]``
-    tables or :class:`Device` values) publishes their capacities; without it, NVML GPUs are
-    published, else the capacities already in Redis are used. ``timing`` shortens TTLs and
-    grace periods (tests); ``host`` overrides the hostname recorded as the owner's.
+    ``GPUBoss()`` with no arguments works on a workstation: what is left out comes from the
+    ``mlsup.toml`` named by ``$MLSUP_CONFIG`` (its ``[redis]`` url and prefix, its
+    ``[[devices]]``), as the supervisor reads it. ``redis_url`` left out: that file's, else
+    ``$MLSUP_REDIS_URL``, else the URL a running supervisor published, else
+    :class:`ConfigError`. ``prefix`` namespaces every key. ``devices`` (``[[devices]]`` tables
+    or :class:`Device` values) publishes their capacities; without them, NVML GPUs are
+    published, else the capacities already in Redis are used, else the supervisor's CPU-only
+    rule (device 0, a share of host memory). ``timing`` shortens TTLs and grace periods
+    (tests); ``host`` overrides the hostname recorded as the owner's.
     """
 
     def __init__(
         self,
         redis_url: str | None = None,
-        prefix: str = "",
+        prefix: str | None = None,
         devices: Iterable[Mapping[str, Any] | Device] | None = None,
         *,
         timing: LeaseTiming | None = None,
         host: str | None = None,
     ) -> None:
-        self._url = redis_url
-        self.prefix = prefix
-        self._devices = None if devices is None else list(devices)
+        settings = boss_defaults(redis_url, prefix, devices)
+        self._url = settings.redis_url
+        self.prefix = settings.prefix
+        self._devices = settings.devices
         self.timing = timing or LeaseTiming()
         self.owner = OwnerIdentity.current(host)
         self.preemption = PreemptionManager()
@@ -116,7 +96,8 @@ class GPUBoss:
         return list(self._held.values())
 
     async def connect(self) -> None:
-        """Connect to Redis, publish or read the GPU capacities, start renewing."""
+        """Connect to Redis, publish or read the GPU capacities, start renewing. Idempotent:
+        a connected boss returns at once."""
         if self._store is not None:
             return
         store = LeaseStore(resolve_redis_url(self._url), self.prefix, self.timing)
@@ -129,6 +110,9 @@ class GPUBoss:
             if self._devices is None:
                 for index, capacity in (await store.published_gpus()).items():
                     self.capacities.setdefault(index, capacity)
+            if not self.capacities:  # no GPU, nothing configured or published: the CPU rule
+                for device in inventory(cpu_budget_devices()):
+                    self.capacities[device.index] = await self._publish(store, device, uptime)
             # Subscribed before any grant, so that no request to yield one of ours is missed.
             await push.start()
         except BaseException:

@@ -120,6 +120,11 @@ class ValidatedLlamaLoader(GGUFModelLoader):
         self._margin_mb = margin_mb
         self.load_report: LoadReport | None = None
 
+    @property
+    def free_vram(self) -> Callable[[], int | None]:
+        """What this loader asks for the GPU's free memory (MB; None: no GPU)."""
+        return self._free_vram
+
     def _load(self, path: Path, options: Mapping[str, Any]) -> GGUFModel:
         meta = read_gguf_metadata(path)
         n_ctx = int(options.get("n_ctx", GGUF_N_CTX))

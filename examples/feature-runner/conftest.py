@@ -1,0 +1,6 @@
+"""Makes ``kv_ml_runner`` importable when ``pytest`` runs in this directory."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
