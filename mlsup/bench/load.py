@@ -6,7 +6,10 @@ For each loader kind (:data:`~mlsup.bench.workloads.WORKLOADS`):
   those phases by the model's status ``timeline``;
 * vs a fresh Python (``python -m mlsup.bench.workloads KIND``: import + load + first call;
   target: supervised <= 1.0x);
-* vs a load + first call in this warm process (the runtime already imported).
+* vs a load + first call in this warm process (the runtime already imported; target:
+  supervised <= 2.5x);
+* the first load right after ``mlsup start`` vs the same load again (the template is ready
+  before the supervisor says it is).
 
 Warm worker start: a process from a template that preloaded the runtimes (multiprocessing
 ``forkserver``, as the supervisor does) vs the ``spawn`` context, both running the same
@@ -24,7 +27,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from mlsup.bench.rows import Row, gpu_count, not_run, percentile
-from mlsup.bench.supervised import phases, probe_model, supervisor
+from mlsup.bench.supervised import phases, probe_model, supervisor, timed
 from mlsup.bench.workloads import WORKLOADS, Workload
 from mlsup.errors import BenchmarkError
 
@@ -32,6 +35,10 @@ __all__ = ["run"]
 
 SUITE = "load"
 PHASES = ("lease", "spawn", "load", "first call")
+#: Goal for a supervised cold start against a load + first call in a warm process.
+WARM_RATIO = 2.5
+#: Goal for the first load after ``mlsup start`` against the same load again.
+FIRST_RATIO = 2.0
 
 
 def _supervised(running: Any, workload: Workload) -> tuple[float, dict[str, float]]:
@@ -67,6 +74,14 @@ def _warm_in_process(workload: Workload) -> float:
     return elapsed
 
 
+def _warm_note(parts: dict[str, float], warm_ms: float) -> str:
+    """Where a supervised cold start spends the time a warm process does not."""
+    return (
+        f"phases: {', '.join(f'{p} {ms:.0f} ms' for p, ms in parts.items())}; a warm process "
+        f"loads and calls in {warm_ms:.0f} ms (measured in this run)"
+    )
+
+
 def _cold_rows(workload: Workload, running: Any, repeat: int) -> list[Row]:
     supervised, split, fresh, warm = [], [], [], []
     workload.load()[0].unload()  # import the runtime here once: the warm baseline is warm
@@ -92,10 +107,26 @@ def _cold_rows(workload: Workload, running: Any, repeat: int) -> list[Row]:
         Row(SUITE, name, "ms", value, "fresh Python: import + load + call", fresh_s,
             "<= 1.0x", met, note, tuple(supervised), tuple(fresh)),
         Row(SUITE, f"{name} vs warm process", "ms", value, "load + call in a warm process",
-            warm_s, samples=tuple(supervised), baseline_samples=tuple(warm)),
+            warm_s, f"<= {WARM_RATIO:g}x", value <= WARM_RATIO * warm_s, _warm_note(parts, warm_s),
+            tuple(supervised), tuple(warm)),
     ]  # fmt: skip
     rows += [Row(SUITE, f"{name}: {p} phase", "ms", ms) for p, ms in parts.items()]
     return rows
+
+
+def _first_request_rows(running: Any) -> list[Row]:
+    """The first load right after ``mlsup start`` answered, against the same load again: the
+    supervisor says it is ready only once its template has imported everything."""
+    with running.client(timeout=300) as sup:
+        first = timed(lambda: sup.load("probe"))[0] * 1e3
+        sup.unload("probe")
+        again = timed(lambda: sup.load("probe"))[0] * 1e3
+        sup.unload("probe")
+    met = first <= FIRST_RATIO * again
+    return [
+        Row(SUITE, "first load after start (probe)", "ms", first, "the same load again", again,
+            f"<= {FIRST_RATIO:g}x", met),
+    ]  # fmt: skip
 
 
 def _started(conn: Connection) -> None:
@@ -144,11 +175,7 @@ def run(quick: bool = False) -> list[Row]:
     models = "".join(w.manifest() for w in WORKLOADS) + probe_model()
     rows: list[Row] = []
     with supervisor(models) as running:
-        # The supervisor answers before its template has finished importing the runtimes; the
-        # first worker would pay for those imports. Measure the steady state.
-        with running.client(timeout=300) as sup:
-            sup.load("probe")
-            sup.unload("probe")
+        rows += _first_request_rows(running)
         for workload in WORKLOADS:
             rows += _cold_rows(workload, running, repeat)
     rows += _warm_start_rows(10 if quick else 100)

@@ -56,7 +56,7 @@ from mlsup.supervisor.process import WorkerProcess, start_off_loop
 from mlsup.supervisor.restart import RestartPolicy
 from mlsup.supervisor.sidecars import Sidecars, SidecarSpec, sidecar_specs
 from mlsup.supervisor.states import Event, ModelState
-from mlsup.supervisor.template import start_template
+from mlsup.supervisor.template import launch_template, wait_for_template
 
 __all__ = ["Supervisor"]
 
@@ -141,7 +141,11 @@ class Supervisor:
             await self._boss.connect()
             for line in await recovery.release_previous(self._boss, stale_leases):
                 self.log(f"recovery: {line}")
-            start_template(self._context, (s.loader for s in self.config.manifest.models.values()))
+            models = [(s.loader, s.path) for s in self.config.manifest.models.values()]
+            # Ready only once the template is: started on this (main) thread, whose end is the
+            # supervisor's, then awaited off the loop, before the control plane binds.
+            launch_template(self._context, models)
+            await asyncio.to_thread(wait_for_template, self._context)
             ControlPlane(self).register(self._server)
             self._server.bind()
         except BaseException:

@@ -122,7 +122,9 @@ class Lifecycle:
         worker = record.worker
         if worker is not None and record.run is not None:
             # Its watcher would never wake: one process sentinel has one reader, the drain's.
-            _cancel(record.run.watcher)
+            # Wait for the watcher to end: its cleanup removes the sentinel's reader, and if
+            # it ran after the drain's wait added its own, that wait slept the whole grace.
+            await _cancelled(record.run.watcher)
             grace = (
                 self.sup.settings.terminate_grace_s if action.grace_s is None else action.grace_s
             )
@@ -136,6 +138,8 @@ class Lifecycle:
         await record.fire(Event.DRAINED)
 
 
-def _cancel(task: asyncio.Task[None] | None) -> None:
+async def _cancelled(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` and wait until it has ended (without raising its cancellation)."""
     if task is not None and task is not asyncio.current_task():
         task.cancel()
+        await asyncio.wait([task])

@@ -1,13 +1,31 @@
 """The worker template: a forkserver that imports the heavy runtimes once, so that starting a
-worker costs a fork, not an import of torch."""
+worker costs a fork, not an import of torch.
+
+It also resolves the model-family classes the configured models' loads will need
+(:mod:`warm_names`, :mod:`template_warm`), and :func:`start_template` returns only once the
+template answers a fork: the supervisor says it is ready after its template is, so the first
+request after ``mlsup start`` never waits for the template's imports.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable
 from multiprocessing import forkserver
 from multiprocessing.context import BaseContext
 
-__all__ = ["ALWAYS_PRELOAD", "PRELOAD", "start_template"]
+from mlsup.supervisor import template_warm
+from mlsup.supervisor.warm_names import warm_names
+
+__all__ = [
+    "ALWAYS_PRELOAD",
+    "PRELOAD",
+    "launch_template",
+    "preload_modules",
+    "start_template",
+    "wait_for_template",
+]
 
 #: Modules the worker template imports once, by loader.
 PRELOAD: dict[str, tuple[str, ...]] = {
@@ -30,10 +48,50 @@ ALWAYS_PRELOAD = (
 )
 
 
-def start_template(context: BaseContext, loaders: Iterable[str]) -> None:
-    """Start context's forkserver with the modules of these loaders imported."""
+def preload_modules(loaders: Iterable[str]) -> list[str]:
+    """The template's imports for these loaders, in order, the class warm-up last."""
     modules = list(ALWAYS_PRELOAD)
     for loader in loaders:
         modules.extend(m for m in PRELOAD.get(loader, ()) if m not in modules)
-    context.set_forkserver_preload(modules)
-    forkserver.ensure_running()  # pay the imports now, not at the first load
+    modules.append(template_warm.__name__)
+    return modules
+
+
+def _answer() -> None:
+    """What the readiness fork runs: nothing (the fork itself is the answer)."""
+
+
+def start_template(context: BaseContext, models: Iterable[tuple[str, str]]) -> None:
+    """Start ``context``'s forkserver for ``(loader, path)`` models; return once it forks.
+
+    Blocks for the template's imports (seconds to a minute). The supervisor calls the two
+    halves apart: :func:`launch_template` on its main thread, :func:`wait_for_template` off
+    its event loop.
+    """
+    launch_template(context, models)
+    wait_for_template(context)
+
+
+def launch_template(context: BaseContext, models: Iterable[tuple[str, str]]) -> None:
+    """Start the forkserver, which then imports the runtimes in the background.
+
+    Call it from the supervisor's main thread: the template arms its parent-death signal
+    (:mod:`mlsup.supervisor.template_lifeline`), which the kernel sends when the *thread*
+    that started it ends, so a pool thread would take the template down with it.
+    """
+    models = list(models)
+    context.set_forkserver_preload(preload_modules(loader for loader, _ in models))
+    # The forkserver inherits the environment at its start: the one way to hand it the names.
+    os.environ[template_warm.ENV] = json.dumps(warm_names(models))
+    try:
+        forkserver.ensure_running()
+    finally:
+        os.environ.pop(template_warm.ENV, None)
+
+
+def wait_for_template(context: BaseContext) -> None:
+    """Return once the template serves forks, i.e. once its imports are done."""
+    # A fork request is served only after the preload: its answer means the imports are done.
+    probe = context.Process(target=_answer, name="mlsup-template-ready")  # type: ignore[attr-defined]
+    probe.start()
+    probe.join()

@@ -87,6 +87,12 @@ elseif not blocked then
     redis.call('HSET', P .. 'lease:' .. v.id, 'preempt_deadline', deadline)
     redis.call('SET', P .. 'boss:preempt:' .. v.id, deadline .. '|' .. prio .. '|' .. id,
       'PX', grace + ttl)
+    -- Push it to the holder's process now; renewal reports it too, should the push be lost.
+    local owner = redis.call('HGET', P .. 'lease:' .. v.id, 'owner')
+    if owner then
+      redis.call('PUBLISH', P .. 'boss:push:' .. owner,
+        v.id .. '|' .. now .. '|' .. deadline .. '|' .. prio .. '|' .. id)
+    end
     next_event = earliest(next_event, deadline)
   end
 end

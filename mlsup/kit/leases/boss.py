@@ -34,6 +34,7 @@ from mlsup.kit.leases.owner import OwnerIdentity
 from mlsup.kit.leases.policy import best_fit
 from mlsup.kit.leases.preemption import PreemptionManager
 from mlsup.kit.leases.priority import Priority
+from mlsup.kit.leases.push import PreemptPush, PushedPreempt
 from mlsup.kit.leases.renewal import Renewer
 from mlsup.kit.leases.results import AdmitOutcome, HolderIdentity, LeaseRequest, RenewOutcome
 from mlsup.kit.leases.snapshot import GpuSnapshot, gpu_snapshot
@@ -80,6 +81,7 @@ class GPUBoss:
         self._store: LeaseStore | None = None
         self._held: dict[str, GPULease] = {}
         self._renewer: Renewer | None = None
+        self.push: PreemptPush | None = None
 
     @property
     def store(self) -> LeaseStore:
@@ -99,6 +101,7 @@ class GPUBoss:
         if self._store is not None:
             return
         store = LeaseStore(resolve_redis_url(self._url), self.prefix, self.timing)
+        push = PreemptPush(store.client, store.keys.push(self.owner.label), self._pushed)
         try:
             run_id, uptime = await store.info()
             local = inventory(self._devices)
@@ -110,12 +113,22 @@ class GPUBoss:
             if not self.capacities:  # no GPU, nothing configured or published: the CPU rule
                 for device in inventory(cpu_budget_devices()):
                     self.capacities[device.index] = await self._publish(store, device, uptime)
+            # Subscribed before any grant, so that no request to yield one of ours is missed.
+            await push.start()
         except BaseException:
+            await push.stop()
             await store.close()
             raise
+        self.push = push
         self._store = store
         self._renewer = Renewer(self, run_id)
         self._renewer.start()
+
+    def _pushed(self, pushed: PushedPreempt) -> None:
+        lease_id, notice = pushed
+        lease = self._held.get(lease_id)
+        if lease is not None:  # another boss of this process holds it, or it is gone
+            self.preemption.notice(lease, notice)
 
     async def _publish(self, store: LeaseStore, device: Device, uptime_s: int) -> int:
         capacity = await store.publish_capacity(device.index, device.capacity_mb, uptime_s)
@@ -140,6 +153,9 @@ class GPUBoss:
         if self._renewer is not None:
             await self._renewer.stop()
             self._renewer = None
+        if self.push is not None:
+            await self.push.stop()
+            self.push = None
         for lease in list(self._held.values()):
             with contextlib.suppress(TransportError, LeaseNotHeld):
                 await self.release(lease)

@@ -28,10 +28,11 @@ end
 -- Remove a lease and leave a tombstone (token|reason) so that its holder is told it *lost* it.
 local function forget(gpu, id, reason, tomb_ms)
   local lk = P .. 'lease:' .. id
-  local token = redis.call('HGET', lk, 'token')
+  -- A released lease leaves no tombstone: no need to read its token (the release fast path).
+  local token = reason ~= 'released' and redis.call('HGET', lk, 'token')
   redis.call('ZREM', gpu_key(gpu, 'leases'), id)
   redis.call('DEL', lk, P .. 'boss:heartbeat:' .. id, P .. 'boss:preempt:' .. id)
-  if token and reason ~= 'released' then
+  if token then
     redis.call('SET', lk .. ':gone', token .. '|' .. reason, 'PX', tomb_ms)
   end
 end

@@ -14,6 +14,13 @@ key                             type         meaning
 ``gpu:{i}:capacity``            string       budget in MB (NVML or configuration)
 ==============================  ===========  ====================================================
 
+Pub/sub (see :mod:`push`):
+
+==============================  ===========  ====================================================
+``boss:push:{host:pid}``        channel      preemption requests pushed to the holder's process
+                                             (``id|now_ms|deadline_ms|priority|requester``)
+==============================  ===========  ====================================================
+
 Added by this layer:
 
 ==============================  ===========  ====================================================
@@ -77,6 +84,10 @@ class LeaseKeys:
 
     def preempt(self, lease_id: str) -> str:
         return f"{self.prefix}boss:preempt:{lease_id}"
+
+    def push(self, owner: str) -> str:
+        """The pub/sub channel of one owner process (``host:pid``)."""
+        return f"{self.prefix}boss:push:{owner}"
 
     def waiter(self, lease_id: str) -> str:
         return f"{self.prefix}waiter:{lease_id}"

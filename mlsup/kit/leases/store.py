@@ -51,6 +51,18 @@ class LeaseStore:
         # No socket timeout: BLPOP legitimately blocks; every wait has its own bound.
         self._client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
         self._scripts = {s: self._client.register_script(source(s)) for s in Script}
+        # The arguments that never change, converted once (they are on every call's path).
+        t = timing
+        self._admit_tail = (
+            t.ms(t.ttl_s), t.ms(t.grace_s), t.ms(t.waiter_ttl_s), t.ms(t.tombstone_s),
+            defaults.PREEMPT_MAX_CANDIDATES,
+        )  # fmt: skip
+        self._renew_tail = (t.ms(t.ttl_s), t.ms(t.tombstone_s))
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The connection pool (the push listener takes its own pub/sub connection from it)."""
+        return self._client
 
     async def close(self) -> None:
         """Close the connections."""
@@ -92,7 +104,6 @@ class LeaseStore:
 
     async def admit(self, req: LeaseRequest, *, readmit: bool = False) -> AdmitResult:
         """Run admission for one request (or re-register a held lease with ``readmit``)."""
-        t = self.timing
         reply = await self._script(
             Script.ADMISSION,
             req.gpu,
@@ -105,21 +116,14 @@ class LeaseStore:
             req.pid,
             req.host,
             req.start,
-            t.ms(t.ttl_s),
-            t.ms(t.grace_s),
-            t.ms(t.waiter_ttl_s),
-            t.ms(t.tombstone_s),
-            defaults.PREEMPT_MAX_CANDIDATES,
+            *self._admit_tail,
             "readmit" if readmit else "new",
         )
         return parse_admit(reply)
 
     async def renew(self, lease_id: str, token: str) -> RenewResult:
         """Extend a lease by one TTL."""
-        t = self.timing
-        reply = await self._script(
-            Script.RENEW, lease_id, token, t.ms(t.ttl_s), t.ms(t.tombstone_s)
-        )
+        reply = await self._script(Script.RENEW, lease_id, token, *self._renew_tail)
         return parse_renew(reply)
 
     async def release(self, lease_id: str, token: str) -> RenewResult:
