@@ -318,6 +318,38 @@ class ServiceNotFound(ConfigError):
     """
 
 
+# --- The HTTP gateway ------------------------------------------------------------------------
+
+
+class UnsupportedOperation(ModelError):
+    """The model's kind does not offer the operation; the message names the kinds that do."""
+
+
+class QueueFull(ModelError):
+    """The model already has as many requests in flight and waiting as it may; retry later."""
+
+
+# -- Job queues ----------------------------------------------------------------------------------
+
+
+class JobError(MlsupError):
+    """Base of the errors about queued jobs (:mod:`mlsup.jobs`, :mod:`mlsup.queues`)."""
+
+
+class InvalidJobData(JobError):
+    """A job's data does not fit its operation; ``field`` names the offending field.
+
+    The job fails at once and is not retried: the same data would fail again.
+    """
+
+
+class JobFailed(JobError):
+    """A job failed and will not be retried; ``reason`` is its ``failedReason``."""
+
+
+# -- Interrupts --------------------------------------------------------------------------------
+
+
 class Interrupt(BaseException):
     """Cooperative cancellation that an ``except Exception`` must not swallow."""
 
@@ -330,40 +362,16 @@ class YieldRequested(Interrupt):
     """A lease holder must give its VRAM back now (preemption deadline reached)."""
 
 
+def _subclasses(root: type[MlsupError]) -> list[type[MlsupError]]:
+    found = [root]
+    for sub in root.__subclasses__():
+        found += _subclasses(sub)
+    return found
+
+
+#: The classes an error reply may name: this module's tree, and nothing else.
 _BY_NAME: dict[str, type[MlsupError]] = {
-    cls.__name__: cls
-    for cls in (
-        MlsupError,
-        ConfigError,
-        ProtocolError,
-        TransportError,
-        RequestTimeout,
-        PeerGone,
-        SupervisorUnavailable,
-        RemoteError,
-        DeviceError,
-        LeaseError,
-        LeaseTimeout,
-        LeaseNotHeld,
-        LeaseLost,
-        CapacityExceeded,
-        ModelError,
-        ModelNotFound,
-        ModelLoadError,
-        ModelOOM,
-        WorkerCrashed,
-        Preempted,
-        ModelFailed,
-        InvalidArgument,
-        CannotListen,
-        NoWorkerLog,
-        UsageError,
-        BenchmarkError,
-        IllegalTransition,
-        FallbackExhausted,
-        InvalidRequest,
-        ServiceNotFound,
-    )
+    cls.__name__: cls for cls in _subclasses(MlsupError) if cls.__module__ == __name__
 }
 
 
@@ -387,38 +395,3 @@ def error_from_wire(data: object) -> MlsupError:
         context = {**context, "remote_type": name if isinstance(name, str) else "?"}
         return RemoteError(message, **context)
     return cls(message, **context)
-
-
-# --- The HTTP gateway ------------------------------------------------------------------------
-
-
-class UnsupportedOperation(ModelError):
-    """The model's kind does not offer the operation; the message names the kinds that do."""
-
-
-class QueueFull(ModelError):
-    """The model already has as many requests in flight and waiting as it may; retry later."""
-
-
-_BY_NAME.update({cls.__name__: cls for cls in (UnsupportedOperation, QueueFull)})
-
-
-# -- Job queues ----------------------------------------------------------------------------------
-
-
-class JobError(MlsupError):
-    """Base of the errors about queued jobs (:mod:`mlsup.jobs`, :mod:`mlsup.queues`)."""
-
-
-class InvalidJobData(JobError):
-    """A job's data does not fit its operation; ``field`` names the offending field.
-
-    The job fails at once and is not retried: the same data would fail again.
-    """
-
-
-class JobFailed(JobError):
-    """A job failed and will not be retried; ``reason`` is its ``failedReason``."""
-
-
-_BY_NAME.update({cls.__name__: cls for cls in (JobError, InvalidJobData, JobFailed)})

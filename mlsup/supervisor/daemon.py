@@ -396,15 +396,4 @@ class Supervisor:
     def save_state(self) -> None:
         """Write the state file: the workers a successor must reap and the leases it must
         release if we crash."""
-        records = self.models.values()
-        workers = [
-            recovery.WorkerRecord(r.id, r.worker.pid, r.worker.start_token)
-            for r in records
-            if r.worker is not None
-        ]
-        leases = [
-            recovery.LeaseRecord.of(r.lease)
-            for r in records
-            if r.lease is not None and r.lease.held
-        ]
-        recovery.write_state(self.paths, workers, leases)
+        recovery.save_records(self.paths, self.models.values())

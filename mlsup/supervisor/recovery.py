@@ -17,8 +17,9 @@ import fcntl
 import json
 import os
 import signal
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from mlsup.errors import ConfigError, LeaseError, TransportError
 from mlsup.ipc.shm import sweep_orphans
@@ -27,6 +28,9 @@ from mlsup.process_identity import same_process
 from mlsup.supervisor.config import RuntimePaths
 from mlsup.supervisor.process import kill_group
 
+if TYPE_CHECKING:
+    from mlsup.supervisor.models import ModelRecord
+
 __all__ = [
     "LeaseRecord",
     "RunLock",
@@ -34,6 +38,7 @@ __all__ = [
     "previous_leases",
     "reap_previous",
     "release_previous",
+    "save_records",
     "write_state",
 ]
 
@@ -121,6 +126,18 @@ def write_state(
     temporary.touch(mode=0o600)
     temporary.write_text(json.dumps(data), encoding="utf-8")
     os.replace(temporary, paths.state)
+
+
+def save_records(paths: RuntimePaths, records: Iterable[ModelRecord]) -> None:
+    """:func:`write_state` for the supervisor's models: their live workers and held leases."""
+    records = list(records)
+    workers = [
+        WorkerRecord(r.id, r.worker.pid, r.worker.start_token)
+        for r in records
+        if r.worker is not None
+    ]
+    leases = [LeaseRecord.of(r.lease) for r in records if r.lease is not None and r.lease.held]
+    write_state(paths, workers, leases)
 
 
 def previous_leases(paths: RuntimePaths) -> list[LeaseRecord]:

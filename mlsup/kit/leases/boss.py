@@ -21,7 +21,6 @@ from mlsup import defaults
 from mlsup.errors import (
     CapacityExceeded,
     DeviceError,
-    InvalidArgument,
     LeaseNotHeld,
     LeaseTimeout,
     TransportError,
@@ -36,6 +35,7 @@ from mlsup.kit.leases.preemption import PreemptionManager
 from mlsup.kit.leases.priority import Priority
 from mlsup.kit.leases.push import PreemptPush, PushedPreempt
 from mlsup.kit.leases.renewal import Renewer
+from mlsup.kit.leases.request_check import check_request
 from mlsup.kit.leases.results import AdmitOutcome, HolderIdentity, LeaseRequest, RenewOutcome
 from mlsup.kit.leases.snapshot import GpuSnapshot, gpu_snapshot
 from mlsup.kit.leases.store import LeaseStore
@@ -188,40 +188,12 @@ class GPUBoss:
             self, vram_mb=vram_mb, model_id=model_id, priority=priority, gpu=gpu, timeout=timeout
         )
 
-    def _check_request(self, vram_mb: int, model_id: str, gpu: int | None) -> None:
-        if not isinstance(vram_mb, int) or isinstance(vram_mb, bool) or vram_mb <= 0:
-            raise InvalidArgument(
-                f"vram_mb must be a positive integer (MB), not {vram_mb!r}", model=model_id
-            )
-        if gpu is not None and gpu not in self.capacities:
-            known = ", ".join(map(str, sorted(self.capacities))) or "none"
-            raise DeviceError(
-                f"unknown GPU {gpu} for model {model_id!r}; known GPUs: {known}",
-                gpu=gpu,
-                model=model_id,
-            )
-        capacities = [self.capacities[gpu]] if gpu is not None else list(self.capacities.values())
-        if not capacities:
-            raise DeviceError(
-                "no GPU is known: configure [[devices]] or run where NVML sees a GPU",
-                model=model_id,
-            )
-        if vram_mb > max(capacities):
-            raise CapacityExceeded(
-                f"{vram_mb} MB for model {model_id!r} exceeds the capacity of "
-                f"{'GPU ' + str(gpu) if gpu is not None else 'every GPU'} "
-                f"({max(capacities)} MB); lower the estimate or use a larger GPU",
-                gpu=gpu,
-                model=model_id,
-                vram_mb=vram_mb,
-            )
-
     async def _choose_gpu(self, vram_mb: int, priority: Priority) -> int:
         if len(self.capacities) == 1:
             return next(iter(self.capacities))
         views = [(await self.snapshot_gpu(i)).view() for i in sorted(self.capacities)]
         choice = best_fit(views, vram_mb, int(priority))
-        assert choice is not None  # _check_request ruled out "fits nowhere"
+        assert choice is not None  # check_request ruled out "fits nowhere"
         return choice
 
     async def _acquire(
@@ -229,7 +201,7 @@ class GPUBoss:
     ) -> GPULease:
         priority = Priority.parse(priority)
         await self.connect()
-        self._check_request(vram_mb, model_id, gpu)
+        check_request(self.capacities, vram_mb, model_id, gpu)
         if gpu is None:
             gpu = await self._choose_gpu(vram_mb, priority)
         req = self.lease_request(
@@ -373,7 +345,7 @@ class GPUBoss:
     async def resize(self, lease: GPULease, vram_mb: int) -> None:
         """Change the lease's size. Shrinking always succeeds; growing succeeds only if it fits
         now and nobody waits, else :class:`LeaseTimeout` (nothing changes; retry later)."""
-        self._check_request(vram_mb, lease.model_id, lease.gpu)
+        check_request(self.capacities, vram_mb, lease.model_id, lease.gpu)
         if lease.released:
             raise self._not_held(lease, "resize")
         lease.check()
