@@ -22,6 +22,7 @@ import zmq
 
 from mlsup import defaults
 from mlsup.errors import InvalidArgument, MlsupError, ProtocolError, RemoteError
+from mlsup.ipc import zmqfast
 from mlsup.ipc.endpoints import bind_router, check_endpoint, close_router
 from mlsup.ipc.shm import AttachCache, ShmPool
 from mlsup.ipc.tensors import TensorCodec
@@ -34,6 +35,7 @@ __all__ = ["Handler", "Operation", "Server", "admit", "failure"]
 #: operation, an iterable of items).
 Handler = Callable[[Any], Any]
 
+_SNDMORE = int(zmq.SNDMORE)
 _IDENTITY = re.compile(rb"mlsup:(\d{1,10}):[0-9a-f]{8}")
 
 
@@ -194,9 +196,9 @@ class Server:
         next_check = time.monotonic() + self._borrower_check_interval
         while not self._stopping.is_set():
             try:
-                identity = sock.recv()
-                frames: list[Any] = [sock.recv()]
-                while sock.getsockopt(zmq.RCVMORE):
+                identity = zmqfast.recv(sock)
+                frames: list[Any] = [zmqfast.recv(sock)]
+                while zmqfast.more(sock):
                     frames.append(sock.recv(copy=False).buffer)
             except zmq.Again:
                 frames = []
@@ -225,9 +227,9 @@ class Server:
             result = operation.handler(self._codec.decode_args(message))
             if operation.stream:
                 for item in result:
-                    self._send(sock, identity, Message(Kind.ITEM, message.id, args=item))
+                    self._send(sock, identity, Message(Kind.ITEM, message.id, "", item))
                 result = None
-            self._send(sock, identity, Message(Kind.REPLY, message.id, args=result))
+            self._send(sock, identity, Message(Kind.REPLY, message.id, "", result))
         except Exception as exc:  # noqa: BLE001 - a handler's failure is the caller's answer
             self._send(sock, identity, failure(message, exc))
 
@@ -252,9 +254,9 @@ class Server:
         if pid is not None:
             for name in lent:
                 self._loans[name] = (identity, pid)
-        sock.send(identity, zmq.SNDMORE)
+        zmqfast.send(sock, identity, _SNDMORE)
         if len(frames) == 1:
-            sock.send(frames[0])  # the common case, without send_multipart's per-frame checks
+            zmqfast.send(sock, frames[0])  # the common case, without the wrappers' checks
         else:
             sock.send_multipart(frames, copy=False)
 

@@ -302,19 +302,20 @@ def decode(frames: Sequence[Buffer]) -> Message:
         raise ProtocolError("request without an operation")
     if kind is Kind.ERROR and type(error) is not dict:
         raise ProtocolError("error message without an error map")
-    buffers = list(frames[1:])
+    buffers = list(frames[1:]) if len(frames) > 1 else []
     tensors = [] if raw_tensors is None else _tensors(raw_tensors, buffers)
     if refs.highest >= len(tensors):
         raise ProtocolError(f"tensor reference {refs.highest} but {len(tensors)} descriptors")
+    # Positional: a keyword call of the dataclass costs twice as much, on every message.
     return Message(
-        kind=kind,
-        id=rid,
-        op=op,
-        args=args,
-        error=error if type(error) is dict else None,
-        releases=[] if releases is None else _releases(releases),
-        tensors=tensors,
-        buffers=buffers,
+        kind,
+        rid,
+        op,
+        args,
+        error if type(error) is dict else None,
+        [] if releases is None else _releases(releases),
+        tensors,
+        buffers,
     )
 
 
