@@ -84,6 +84,8 @@ DTYPES: Final[dict[str, int]] = {
 }
 
 _HEADER_FIELDS: Final = 8
+_VERSION: Final = defaults.PROTOCOL_VERSION
+_packb: Final = msgpack.packb
 _MAX_REQUEST_ID: Final = (1 << 63) - 1
 _MAX_OP_LEN: Final = 128
 
@@ -195,8 +197,8 @@ def _refuse(obj: Any, frame: int) -> Placed:
 def _leading_fields(message: Message, descriptors: list[dict[str, Any]] | None) -> tuple[Any, ...]:
     """The seven header fields before the arguments (see the module docstring)."""
     return (
-        defaults.PROTOCOL_VERSION,
-        message.kind.value,
+        _VERSION,
+        message.kind,  # an IntEnum packs as its int; ``.value`` is a slow descriptor
         message.id,
         message.op,
         message.releases or None,
@@ -214,7 +216,19 @@ def encode_plain(message: Message) -> bytes | None:
     if message.buffers:
         return None
     try:
-        header: bytes = msgpack.packb((*_leading_fields(message, None), message.args))
+        # One tuple, spelled out: this runs for every small message on both sides.
+        header: bytes = _packb(
+            (
+                _VERSION,
+                message.kind,
+                message.id,
+                message.op,
+                message.releases or None,
+                message.error,
+                None,
+                message.args,
+            )
+        )
     except (TypeError, ValueError, OverflowError):
         return None  # tensors, or something that cannot travel: encode() sorts it out
     return header if len(header) <= defaults.MAX_HEADER_BYTES else None
