@@ -218,8 +218,7 @@ def _transfer_rows(directory: Path, quick: bool) -> list[Row]:
                         f"{(nbytes / ours - nbytes / shm_copy) * 1e3:.2f} ms, of which a small "
                         f"call's round trip is {small * 1e3:.2f} ms; minor page faults per call: "
                         f"{faults[0]:.0f} caller, {faults[1]:.0f} server (segments are mapped "
-                        "once and reused on both sides); the rest is the server reading the "
-                        "block the caller just wrote, from the other core's cache"
+                        "once and reused on both sides); the rest is not decomposed further"
                     )
                 rows.append(
                     Row(
