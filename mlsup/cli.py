@@ -27,6 +27,8 @@ MLSUP_REDIS_URL, MLSUP_RUNTIME_DIR; NO_COLOR turns colours off.
 def build_parser() -> argparse.ArgumentParser:
     from mlsup import __version__
     from mlsup.bench import cli as bench_cli
+    from mlsup.dashboard import cli as dashboard_cli
+    from mlsup.queues import cli as queues_cli
     from mlsup.service import registry_cli
     from mlsup.supervisor import cli as supervisor_cli
 
@@ -45,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     supervisor_cli.add_parsers(subparsers)
     bench_cli.add_parser(subparsers)
     registry_cli.add_parser(subparsers)
+    dashboard_cli.add_parser(subparsers)
+    queues_cli.add_parser(subparsers)
     demo = subparsers.add_parser(
         "demo",
         help="see mlsup work: real models supervised, a worker killed and respawned",

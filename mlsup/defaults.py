@@ -232,3 +232,78 @@ CRASH_REPORT_POLL_S = 0.02
 #: Shortest deadline a model call is sent with (seconds): a call made just as its deadline
 #: runs out still gets one look for a reply already waiting.
 MIN_CALL_TIMEOUT_S = 0.001
+# --- Dashboard (mlsup.dashboard) ---------------------------------------------------------------
+
+#: How often the dashboard asks the supervisor for status rows and leases (seconds). Browsers get
+#: a snapshot at most this often, and only when it changed; one poll serves every open tab.
+DASHBOARD_POLL_S = 0.5
+#: Bound of one poll of the supervisor (seconds): a wedged supervisor shows as unavailable
+#: instead of freezing the page.
+DASHBOARD_POLL_TIMEOUT_S = 3.0
+#: How far back the activity columns look (seconds): requests/s and latency over this window.
+DASHBOARD_ACTIVITY_WINDOW_S = 300.0
+#: Width of one bar of the activity sparkline (seconds); window / this = points per sparkline.
+DASHBOARD_SPARK_STEP_S = 10.0
+#: Lines of a worker log shown when the page asks for no number, and the most it may ask for.
+DASHBOARD_LOG_LINES = 200
+DASHBOARD_LOG_MAX_LINES = 2000
+#: Most bytes read from the end of a worker log for one tail: a huge log costs no more than this.
+DASHBOARD_LOG_MAX_BYTES = 256 << 10
+#: A comment line sent on an idle event stream this often (seconds), so proxies keep it open.
+DASHBOARD_KEEPALIVE_S = 15.0
+#: How long the standalone dashboard waits for open event streams when it stops (whole seconds:
+#: uvicorn takes an int). An ``EventSource`` never ends by itself; the browser reconnects.
+DASHBOARD_SHUTDOWN_GRACE_S = 1
+#: Address of ``python -m mlsup.dashboard`` when no ``--listen`` is given: this machine only.
+DASHBOARD_LISTEN = "127.0.0.1:8011"
+
+
+# --- Sidecars and the HTTP gateway -------------------------------------------------------------
+
+#: Time between SIGTERM and SIGKILL when the supervisor stops a sidecar process (seconds).
+SIDECAR_STOP_GRACE_S = 5.0
+#: Interface the gateway binds when ``[http] listen`` / ``--http`` gives only a port: loopback,
+#: so that nothing is exposed to the network unless an address is given explicitly.
+GATEWAY_HOST = "127.0.0.1"
+#: Requests one model may have in flight or waiting at the gateway; past it, 429.
+GATEWAY_MAX_QUEUE = 64
+#: ``Retry-After`` (seconds) of a 429 (queue full) or 503 (model preempted or crashed).
+GATEWAY_RETRY_AFTER_S = 1
+#: How long a stopping gateway lets responses in progress finish (seconds); below
+#: SIDECAR_STOP_GRACE_S, so that it exits on its own before the supervisor's SIGKILL.
+GATEWAY_SHUTDOWN_GRACE_S = 3.0
+#: How often the gateway checks that the supervisor that started it still runs (seconds).
+GATEWAY_PARENT_CHECK_S = 1.0
+#: Largest audio upload accepted by /v1/audio/transcriptions (bytes): the OpenAI API's limit.
+GATEWAY_MAX_UPLOAD_BYTES = 25 << 20
+
+# --- Job queues (mlsup.queues, mlsup.jobs, mlsup.kit.queue) -------------------------------------
+
+#: BullMQ's key prefix: keys are ``bull:<queue>:wait`` and so on, as a Node producer expects.
+#: The ``[redis] prefix`` of mlsup.toml goes in front of it.
+QUEUE_KEY_PREFIX = "bull"
+#: Jobs of one queue in flight at once when ``[queues.<name>]`` gives no ``concurrency``.
+QUEUE_CONCURRENCY = 1
+#: Attempts of a job whose producer set none (BullMQ's own default is a single attempt): a job
+#: whose worker died mid-call is then retried instead of failed.
+QUEUE_ATTEMPTS = 3
+#: Backoff between those attempts (ms, exponential: 1 s, 2 s, 4 s...).
+QUEUE_BACKOFF_MS = 1000
+#: How long a job waits, within one attempt, for its model to come back when the answer is
+#: "not now" (being loaded, preempted, respawned after a crash, no lease yet) (seconds).
+#: Past it the attempt fails and BullMQ's attempts and backoff take over.
+QUEUE_MODEL_WAIT_S = 300.0
+#: First pause between two tries of a "not now" call (seconds); doubles up to the cap.
+QUEUE_RETRY_PAUSE_S = 0.1
+QUEUE_RETRY_PAUSE_MAX_S = 2.0
+#: A running job's lock in Redis (ms), renewed every half of it while the call runs. A queue
+#: runner that dies loses its locks after this; its jobs then return to ``wait`` (BullMQ's
+#: default).
+QUEUE_LOCK_DURATION_MS = 30_000
+#: How often a runner looks for jobs whose lock expired (ms; BullMQ's default).
+QUEUE_STALLED_INTERVAL_MS = 30_000
+#: How long ``mlsup stop`` lets running jobs finish before the queue runner is killed
+#: (seconds); jobs not yet started stay waiting in Redis for the next start.
+QUEUE_STOP_GRACE_S = 60.0
+#: Deadline of ``mlsup.jobs`` waiting for a job's result when the caller gives none (seconds).
+JOB_RESULT_TIMEOUT_S = 300.0

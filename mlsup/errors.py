@@ -31,8 +31,15 @@ Every error mlsup raises on purpose derives from :class:`MlsupError`, so a featu
     │   ├── Preempted               the model was asked to yield to a higher priority
     │   ├── ModelFailed             the model crashed too often and is parked until reloaded
     │   ├── NoWorkerLog             the model never ran a worker in this runtime directory
-    │   └── FallbackExhausted       every tier of a FallbackChain failed (carries each cause)
+    │   ├── FallbackExhausted       every tier of a FallbackChain failed (carries each cause)
+    │   ├── UnsupportedOperation    the model's kind does not offer that operation
+    │   └── QueueFull               too many requests wait for that model; retry later
     └── IllegalTransition           a lifecycle event that cannot happen in that state (a bug)
+
+    MlsupError (continued)
+    └── JobError                    a queued job (mlsup.jobs, mlsup.queues) gave no result
+        ├── InvalidJobData          the job's data does not fit its operation (names the field)
+        └── JobFailed               the job failed for good (carries BullMQ's failedReason)
 
     BaseException
     └── Interrupt                   cooperative cancellation that must not be swallowed
@@ -62,7 +69,10 @@ __all__ = [
     "IllegalTransition",
     "Interrupt",
     "InvalidArgument",
+    "InvalidJobData",
     "InvalidRequest",
+    "JobError",
+    "JobFailed",
     "LeaseError",
     "LeaseLost",
     "LeaseNotHeld",
@@ -77,12 +87,14 @@ __all__ = [
     "PeerGone",
     "Preempted",
     "ProtocolError",
+    "QueueFull",
     "RemoteError",
     "RequestTimeout",
     "ServiceNotFound",
     "ShutdownRequested",
     "SupervisorUnavailable",
     "TransportError",
+    "UnsupportedOperation",
     "UsageError",
     "WorkerCrashed",
     "YieldRequested",
@@ -375,3 +387,38 @@ def error_from_wire(data: object) -> MlsupError:
         context = {**context, "remote_type": name if isinstance(name, str) else "?"}
         return RemoteError(message, **context)
     return cls(message, **context)
+
+
+# --- The HTTP gateway ------------------------------------------------------------------------
+
+
+class UnsupportedOperation(ModelError):
+    """The model's kind does not offer the operation; the message names the kinds that do."""
+
+
+class QueueFull(ModelError):
+    """The model already has as many requests in flight and waiting as it may; retry later."""
+
+
+_BY_NAME.update({cls.__name__: cls for cls in (UnsupportedOperation, QueueFull)})
+
+
+# -- Job queues ----------------------------------------------------------------------------------
+
+
+class JobError(MlsupError):
+    """Base of the errors about queued jobs (:mod:`mlsup.jobs`, :mod:`mlsup.queues`)."""
+
+
+class InvalidJobData(JobError):
+    """A job's data does not fit its operation; ``field`` names the offending field.
+
+    The job fails at once and is not retried: the same data would fail again.
+    """
+
+
+class JobFailed(JobError):
+    """A job failed and will not be retried; ``reason`` is its ``failedReason``."""
+
+
+_BY_NAME.update({cls.__name__: cls for cls in (JobError, InvalidJobData, JobFailed)})

@@ -19,4 +19,6 @@ SUITES: dict[str, str] = {
     "load": "mlsup.bench.load",
     "infer": "mlsup.bench.infer",
     "recovery": "mlsup.bench.recovery",
+    "http": "mlsup.bench.http",
+    "queue": "mlsup.bench.queue",
 }

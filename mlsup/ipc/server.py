@@ -12,6 +12,7 @@ their pid (our clients do), so that blocks lent to a process that died are taken
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -139,6 +140,8 @@ class Server:
     def bind(self) -> None:
         """Bind the endpoint (an ipc socket file is made private to this user)."""
         self._socket = bind_router(self._context, self.endpoint)
+        # Fail sends to callers that are gone instead of dropping them: a stream then stops.
+        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
 
     def start(self) -> threading.Thread:
         """Bind if needed and serve in a daemon thread; returns the thread."""
@@ -226,12 +229,35 @@ class Server:
         try:
             result = operation.handler(self._codec.decode_args(message))
             if operation.stream:
-                for item in result:
-                    self._send(sock, identity, Message(Kind.ITEM, message.id, "", item))
-                result = None
+                self._stream(sock, identity, message, result)
+                return
             self._send(sock, identity, Message(Kind.REPLY, message.id, "", result))
         except Exception as exc:  # noqa: BLE001 - a handler's failure is the caller's answer
             self._send(sock, identity, failure(message, exc))
+
+    def _stream(
+        self, sock: zmq.Socket[bytes], identity: bytes, message: Message, items: Iterable[Any]
+    ) -> None:
+        """Send each item, then the end; stop generating as soon as the caller is gone (it
+        closed its socket: it cancelled, disconnected or died), rather than run to the end."""
+        sent = 0
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                if not self._send(sock, identity, Message(Kind.ITEM, message.id, args=item)):
+                    print(
+                        f"mlsup: stopped streaming {message.op!r}: its caller went away after "
+                        f"{sent} items",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return
+                sent += 1
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()  # a generator: release what it holds (llama.cpp stops decoding)
+        self._send(sock, identity, Message(Kind.REPLY, message.id, args=None))
 
     def _borrower(self, identity: bytes) -> int | None:
         """The pid a caller's identity names (None: not one of our clients; lend nothing)."""
@@ -245,20 +271,32 @@ class Server:
             self._borrowers[identity] = pid
             return pid
 
-    def _send(self, sock: zmq.Socket[bytes], identity: bytes, message: Message) -> None:
+    def _send(self, sock: zmq.Socket[bytes], identity: bytes, message: Message) -> bool:
+        """Send message to identity; False when that caller is gone (nothing was sent)."""
         pid = self._borrower(identity)
         try:
             frames, lent = self._codec.encode(message, use_shm=pid is not None)
         except ProtocolError as exc:  # the result cannot travel: tell the caller why
             frames, lent = self._codec.encode(Message(Kind.ERROR, message.id, error=exc.to_wire()))
+        try:
+            # ROUTER_MANDATORY: a caller that closed its socket fails the identity frame.
+            zmqfast.send(sock, identity, _SNDMORE)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            pool = self._codec.pool
+            if pool is not None:
+                for name in lent:
+                    pool.give_back(name)  # never lent after all
+            return False
         if pid is not None:
             for name in lent:
                 self._loans[name] = (identity, pid)
-        zmqfast.send(sock, identity, _SNDMORE)
         if len(frames) == 1:
             zmqfast.send(sock, frames[0])  # the common case, without the wrappers' checks
         else:
             sock.send_multipart(frames, copy=False)
+        return True
 
     def _take_back(self, identity: bytes, name: str) -> None:
         loan = self._loans.get(name)

@@ -99,6 +99,8 @@ def _packb(obj: Any) -> bytes:
         packer = _local.packer = msgpack.Packer()
     data: bytes = packer.pack(obj)
     return data
+
+
 _MAX_REQUEST_ID: Final = (1 << 63) - 1
 _MAX_OP_LEN: Final = 128
 

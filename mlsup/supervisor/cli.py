@@ -73,6 +73,12 @@ def add_parsers(subparsers: Subparsers) -> None:
     )
     start.add_argument("--config", metavar="PATH", help="the mlsup.toml to use")
     start.add_argument("--detach", action="store_true", help="return once the supervisor is ready")
+    start.add_argument(
+        "--http",
+        metavar="ADDR",
+        help="serve the OpenAI-compatible HTTP API on ADDR (PORT for loopback, or HOST:PORT); "
+        "overrides [http] listen",
+    )
     start.set_defaults(func=_start)
 
     status = _command(
@@ -169,13 +175,16 @@ def show(renderable: RenderableType) -> None:
 
 
 def _start(args: argparse.Namespace) -> int:
+    from mlsup.supervisor.sidecars import sidecar_specs
+
     config = SupervisorConfig.load(args.config)
+    sidecars = sidecar_specs(config, http=args.http)  # a bad --http fails here
     if args.detach:
         return _start_detached(args, config.paths)
     from mlsup.supervisor.daemon import Supervisor
 
     async def main() -> None:
-        supervisor = Supervisor(config, log=lambda line: print(line, flush=True))
+        supervisor = Supervisor(config, log=lambda line: print(line, flush=True), sidecars=sidecars)
         await supervisor.start()
         print(f"mlsup supervisor ready (pid {os.getpid()}) on {config.paths.root}", flush=True)
         await supervisor.serve()
@@ -189,6 +198,8 @@ def _start_detached(args: argparse.Namespace, paths: RuntimePaths) -> int:
     command = [sys.executable, "-m", "mlsup", "start"]
     if args.config:
         command += ["--config", str(Path(args.config).resolve())]
+    if args.http:
+        command += ["--http", args.http]
     with open(paths.log, "ab") as log:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True

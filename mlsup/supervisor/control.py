@@ -53,6 +53,7 @@ class ControlPlane:
         server.register("unload", self._unload)
         server.register("stop", self._stop)
         server.register("leases", self._leases)
+        server.register("gpus", self._gpus)
         server.register("worker.ready", self._worker_ready)
         server.register("worker.progress", self._worker_progress)
         server.register("worker.heartbeat", self._worker_heartbeat)
@@ -90,6 +91,12 @@ class ControlPlane:
             for lease in usage.leases:
                 rows.append({"gpu": gpu, "capacity_mb": usage.capacity_mb, **_plain(lease)})
         return rows
+
+    async def _gpus(self, args: Any) -> list[dict[str, Any]]:
+        """Every GPU with its capacity, leases and waiters (``leases`` omits idle GPUs and the
+        queue)."""
+        snapshot = await self.sup.boss.snapshot()
+        return [usage.plain() for _, usage in sorted(snapshot.items())]
 
     def _report(self, args: Any, kind: type[_Report]) -> tuple[ModelRecord, _Report]:
         claim = from_wire(args, WorkerClaim, what="worker report")

@@ -17,7 +17,8 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from mlsup import defaults
@@ -44,6 +45,7 @@ from mlsup.supervisor.models import LastStop, ModelRecord
 from mlsup.supervisor.process import WorkerProcess
 from mlsup.supervisor.recovery import RunLock, WorkerRecord, reap_previous, write_state
 from mlsup.supervisor.restart import RestartPolicy
+from mlsup.supervisor.sidecars import Sidecars, SidecarSpec, sidecar_specs
 from mlsup.supervisor.states import Event, ModelState
 from mlsup.supervisor.template import start_template
 
@@ -56,7 +58,13 @@ _LEASE_FAILURES = (LeaseError, DeviceError, ModelLoadError, ConfigError, Transpo
 class Supervisor:
     """Runs the manifest's models. Create, :meth:`start`, then :meth:`serve` until stopped."""
 
-    def __init__(self, config: SupervisorConfig, *, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        config: SupervisorConfig,
+        *,
+        log: Callable[[str], None] = print,
+        sidecars: Sequence[SidecarSpec] | None = None,
+    ) -> None:
         self.config = config
         self.paths = config.paths
         self.log = log
@@ -82,6 +90,12 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
         self.lifecycle = Lifecycle(self)
+        if sidecars is None:  # None: what the configuration asks for (the [http] table...)
+            sidecars = sidecar_specs(config)
+        restart = self.limits.restart
+        self.sidecars = Sidecars(
+            sidecars, log=log, policy=lambda: dataclasses.replace(restart, _crashes=deque())
+        )
 
     # -- start and stop -------------------------------------------------------------------------
 
@@ -118,6 +132,7 @@ class Supervisor:
         self.log(
             f"supervising {len(self.models)} model(s) on {gpus}; control {self._server.endpoint}"
         )
+        await self.sidecars.start()
 
     async def serve(self) -> None:
         """Serve until :meth:`stop` (or SIGTERM/SIGINT), then shut down cleanly.
@@ -153,6 +168,7 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         """Drain every model, release every lease, remove what we own."""
+        await self.sidecars.stop()  # first: no new requests while the models drain
         if self._boss is None:
             return
         self.log("stopping: draining every model")

@@ -18,6 +18,7 @@ from mlsup.kit.leases import GPUBoss, LeaseTiming
 from mlsup.testing.redis import TestRedis
 
 from .ipc_helpers import Peer
+from .supervisor_helpers import RunningSupervisor
 
 #: Short lease times so tests run in well under a second per scenario.
 FAST = LeaseTiming(ttl_s=1.0, renew_interval_s=0.2, grace_s=0.8, waiter_ttl_s=2.0)
@@ -142,3 +143,20 @@ def spawn_holder(
     line = proc.stdout.readline().strip()
     assert line.startswith("ready"), f"child failed to start: {line!r}"
     return proc
+
+
+@pytest.fixture
+def supervisors(tmp_path: Path) -> Any:
+    """``supervisors(config, name="sup", wait=True)``: a real supervisor, stopped afterwards."""
+    started: list[RunningSupervisor] = []
+
+    def start(config: str, name: str = "sup", wait: bool = True) -> RunningSupervisor:
+        supervisor = RunningSupervisor(tmp_path, config, name).start(wait=wait)
+        started.append(supervisor)
+        return supervisor
+
+    yield start
+    for supervisor in started:
+        if supervisor.process is not None and supervisor.process.poll() is None:
+            supervisor.stop()
+    sweep_orphans()

@@ -38,6 +38,10 @@ options = {{ n_ctx = 512 }}
 loader = "hf"
 path = "{minilm_dir()}"
 options = {{ task = "embedding" }}
+
+[queues.summaries]
+model = "smollm2"
+op = "chat"
 """
     running = RunningSupervisor(directory, config).start()
     yield running

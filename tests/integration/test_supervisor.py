@@ -24,7 +24,6 @@ from mlsup.errors import (
     WorkerCrashed,
 )
 from mlsup.ipc.liveness import process_alive
-from mlsup.ipc.shm import sweep_orphans
 from mlsup.ipc.wire import Kind, decode
 from mlsup.kit.leases import SyncGPUBoss
 from mlsup.kit.loaders import ONNXLoader
@@ -33,7 +32,7 @@ from mlsup.testing.loaders import ProbeModel
 from mlsup.testing.redis import TestRedis
 from mlsup.testing.tiny_models import tiny_onnx
 
-from .supervisor_helpers import RunningSupervisor, manifest
+from .supervisor_helpers import manifest
 
 PROBE = """
 [models.probe]
@@ -42,22 +41,6 @@ path = "probe.txt"
 vram_mb = 200
 idle_timeout_s = 0
 """
-
-
-@pytest.fixture
-def supervisors(tmp_path: Path) -> Any:
-    started: list[RunningSupervisor] = []
-
-    def start(config: str, name: str = "sup", wait: bool = True) -> RunningSupervisor:
-        supervisor = RunningSupervisor(tmp_path, config, name).start(wait=wait)
-        started.append(supervisor)
-        return supervisor
-
-    yield start
-    for supervisor in started:
-        if supervisor.process is not None and supervisor.process.poll() is None:
-            supervisor.stop()
-    sweep_orphans()
 
 
 def leases_under(redis_server: TestRedis, prefix: str) -> list[dict[str, Any]]:

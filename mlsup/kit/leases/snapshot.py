@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from mlsup.kit.leases.policy import GpuView, Holder
 from mlsup.kit.leases.priority import Priority
@@ -53,6 +55,25 @@ class GpuSnapshot:
             for x in self.leases
         )
         return GpuView(self.gpu, self.capacity_mb, holders, len(self.waiting))
+
+    def plain(self) -> dict[str, Any]:
+        """This GPU as plain data for the control plane's ``gpus`` operation: capacity, every
+        live lease (``preempt_in_s`` set when it was asked to yield) and the waiters in service
+        order. Priorities are their lower-case names."""
+        return {
+            "gpu": self.gpu,
+            "capacity_mb": self.capacity_mb,
+            "used_mb": self.used_mb,
+            "free_mb": self.free_mb,
+            "leases": [
+                {**dataclasses.asdict(lease), "priority": lease.priority.name.lower()}
+                for lease in self.leases
+            ],
+            "waiting": [
+                {"id": wid, "vram_mb": mb, "priority": prio.name.lower()}
+                for wid, mb, prio in self.waiting
+            ],
+        }
 
 
 def _lease_info(gpu: int, now_ms: int, fields: dict[str, str]) -> LeaseInfo:
