@@ -217,7 +217,7 @@ class CallCore:
             raise TransportError(f"client of {self.endpoint} is closed")
         rid = next(self._ids)
         releases = self._drain_releases() if self._releases else []
-        message = Message(Kind.REQUEST, rid, op=op, args=args, releases=releases)
+        message = Message(Kind.REQUEST, rid, op, args, None, releases)  # positional: cheaper
         frames, lent = self._codec.encode(message)
         return rid, frames, lent
 

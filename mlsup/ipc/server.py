@@ -23,6 +23,7 @@ import zmq
 
 from mlsup import defaults
 from mlsup.errors import InvalidArgument, MlsupError, ProtocolError, RemoteError
+from mlsup.ipc import zmqfast
 from mlsup.ipc.endpoints import bind_router, check_endpoint, close_router
 from mlsup.ipc.shm import AttachCache, ShmPool
 from mlsup.ipc.tensors import TensorCodec
@@ -35,6 +36,7 @@ __all__ = ["Handler", "Operation", "Server", "admit", "failure"]
 #: operation, an iterable of items).
 Handler = Callable[[Any], Any]
 
+_SNDMORE = int(zmq.SNDMORE)
 _IDENTITY = re.compile(rb"mlsup:(\d{1,10}):[0-9a-f]{8}")
 
 
@@ -204,9 +206,9 @@ class Server:
         next_check = time.monotonic() + self._borrower_check_interval
         while not self._stopping.is_set():
             try:
-                identity = sock.recv()
-                frames: list[Any] = [sock.recv()]
-                while sock.getsockopt(zmq.RCVMORE):
+                identity = zmqfast.recv(sock)
+                frames: list[Any] = [zmqfast.recv(sock)]
+                while zmqfast.more(sock):
                     frames.append(sock.recv(copy=False).buffer)
             except zmq.Again:
                 frames = []
@@ -236,7 +238,7 @@ class Server:
             if operation.stream:
                 self._stream(sock, identity, message, result)
                 return
-            self._send(sock, identity, Message(Kind.REPLY, message.id, args=result))
+            self._send(sock, identity, Message(Kind.REPLY, message.id, "", result))
         except Exception as exc:  # noqa: BLE001 - a handler's failure is the caller's answer
             self._send(sock, identity, failure(message, exc))
 
@@ -285,7 +287,7 @@ class Server:
             frames, lent = self._codec.encode(Message(Kind.ERROR, message.id, error=exc.to_wire()))
         try:
             # ROUTER_MANDATORY: a caller that closed its socket fails the identity frame.
-            sock.send(identity, zmq.SNDMORE)
+            zmqfast.send(sock, identity, _SNDMORE)
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
@@ -298,7 +300,7 @@ class Server:
             for name in lent:
                 self._loans[name] = (identity, pid)
         if len(frames) == 1:
-            sock.send(frames[0])  # the common case, without send_multipart's per-frame checks
+            zmqfast.send(sock, frames[0])  # the common case, without the wrappers' checks
         else:
             sock.send_multipart(frames, copy=False)
         return True

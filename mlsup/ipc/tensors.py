@@ -98,9 +98,11 @@ class TensorCodec:
 
     def encode(self, message: Message, *, use_shm: bool = True) -> tuple[list[Any], list[str]]:
         """Frames for message, and the names of the blocks it lent (to take back later)."""
-        plain = encode_plain(message)
-        if plain is not None:
-            return [plain], []
+        # An array alone (an embedding, say) cannot be plain: skip the failed attempt.
+        if type(message.args) is not np.ndarray:
+            plain = encode_plain(message)
+            if plain is not None:
+                return [plain], []
         lent: list[str] = []
         pool = self.pool if use_shm else None
 

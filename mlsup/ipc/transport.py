@@ -30,6 +30,7 @@ import zmq.asyncio
 
 from mlsup import defaults
 from mlsup.errors import TransportError
+from mlsup.ipc import zmqfast
 from mlsup.ipc.endpoints import ipc_path
 from mlsup.process_identity import process_alive
 
@@ -125,7 +126,7 @@ class _ZmqChannel:
     def send(self, frames: Sequence[Any]) -> None:
         try:
             if len(frames) == 1:
-                self._sock.send(frames[0])  # the common case, without send_multipart's checks
+                zmqfast.send(self._sock, frames[0])  # the common case, without the wrappers
             else:
                 self._sock.send_multipart(frames, copy=False)
         except zmq.ZMQError as exc:
@@ -134,17 +135,17 @@ class _ZmqChannel:
     def receive(self) -> list[Any] | None:
         sock = self._sock
         try:
-            frames: list[Any] = [sock.recv(copy=True)]
+            frames: list[Any] = [zmqfast.recv(sock)]
         except zmq.Again:
             return None
-        while sock.getsockopt(zmq.RCVMORE):
+        while zmqfast.more(sock):
             frames.append(sock.recv(copy=False).buffer)
         return frames
 
     def exchange(self, frames: Sequence[Any]) -> list[Any] | None:
         if len(frames) == 1:
             try:
-                self._sock.send(frames[0])  # the hot path of small calls, inline
+                zmqfast.send(self._sock, frames[0])  # the hot path of small calls, inline
             except zmq.ZMQError as exc:
                 raise _unsent(self._endpoint, exc) from exc
         else:
