@@ -21,9 +21,7 @@ from mlsup.testing.redis import TestRedis
 from mlsup.testing.vram import set_vram
 
 from .supervisor_helpers import manifest
-from .test_supervisor import PROBE, leases_under, supervisors
-
-__all__ = ["supervisors"]  # the fixture, shared with test_supervisor
+from .test_supervisor import PROBE, leases_under
 
 CRASHY = PROBE.replace("[models.probe]", "[models.crashy]") + "options = { crash_on_load = true }\n"
 
