@@ -307,3 +307,9 @@ QUEUE_STALLED_INTERVAL_MS = 30_000
 QUEUE_STOP_GRACE_S = 60.0
 #: Deadline of ``mlsup.jobs`` waiting for a job's result when the caller gives none (seconds).
 JOB_RESULT_TIMEOUT_S = 300.0
+
+# --- kitfix: closing BullMQ workers ---------------------------------------------------------------
+
+#: How often closing queue workers cancels an idle wait for jobs that began after the close
+#: (a bullmq race that otherwise held the close for the whole stop grace) (seconds).
+QUEUE_CLOSE_POLL_S = 0.05
