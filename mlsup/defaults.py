@@ -340,3 +340,9 @@ MAX_MESSAGE_BYTES = MAX_HEADER_BYTES
 #: (seconds): a client killed with SIGKILL never runs its finalizer, so this bounds how long
 #: its segments stay in /dev/shm.
 SHM_SWEEP_INTERVAL_S = 2.0
+
+# --- kitfix: closing BullMQ workers ---------------------------------------------------------------
+
+#: How often closing queue workers cancels an idle wait for jobs that began after the close
+#: (a bullmq race that otherwise held the close for the whole stop grace) (seconds).
+QUEUE_CLOSE_POLL_S = 0.05
