@@ -179,6 +179,9 @@ class _ModelRing:
     counter: RequestCounter = field(default_factory=RequestCounter)
     requests: deque[Sample] = field(default_factory=deque)
     latency: deque[tuple[float, Histogram]] = field(default_factory=deque)
+    #: The last poll at which the latency source answered without this model: it had served
+    #: none of its requests yet (a Prometheus histogram child appears at its first observation).
+    unmeasured_at: float | None = None
 
 
 @dataclass
@@ -191,12 +194,26 @@ class ActivityRing:
     _models: dict[str, _ModelRing] = field(default_factory=dict)
 
     def observe(
-        self, now: float, model: str, generation: int, requests: int, latency: Histogram | None
+        self,
+        now: float,
+        model: str,
+        generation: int,
+        requests: int,
+        latency: Histogram | None,
+        *,
+        source_answered: bool = False,
     ) -> None:
-        """Record one poll's counters of ``model`` at ``now``."""
+        """Record one poll's counters of ``model`` at ``now``. ``source_answered``: a latency
+        source answered this poll (``latency`` None then means: no request measured yet)."""
         ring = self._models.setdefault(model, _ModelRing())
         ring.requests.append((now, float(ring.counter.observe(generation, requests))))
+        if latency is None and source_answered and not ring.latency:
+            ring.unmeasured_at = now
         if latency is not None:
+            if not ring.latency and ring.unmeasured_at is not None:
+                # Its first requests came after a poll that saw none: they are in the window.
+                zero = Histogram(latency.bounds, (0,) * len(latency.counts))
+                ring.latency.append((ring.unmeasured_at, zero))
             ring.latency.append((now, latency))
         for samples in (ring.requests, ring.latency):
             # Keep the newest sample at or before the window's start: it is the baseline.

@@ -99,9 +99,11 @@ class DashboardFeed:
             self.ring.forget(set(self.known))
             histograms, latency_problem = self._histograms()
             problem = latency_problem
+            answered = self._latency is not None and latency_problem is None
             for row in rows:
                 latency = histograms.get(row.model)
-                self.ring.observe(now, row.model, row.generation, row.requests, latency)
+                self.ring.observe(now, row.model, row.generation, row.requests, latency,
+                                  source_answered=answered)  # fmt: skip
         view = build_view(
             rows,
             gpus,

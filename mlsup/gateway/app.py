@@ -1,6 +1,6 @@
 """The gateway's FastAPI application: the OpenAI routes, /health and /metrics, Bearer
-authentication, and OpenAI error bodies for every failure (validation, mlsup's typed errors,
-unknown routes).
+authentication, OpenAI error bodies for every failure (validation, mlsup's typed errors,
+unknown routes), and the dashboard at /ui (:mod:`mlsup.gateway.ui`).
 
 ::
 
@@ -42,6 +42,7 @@ from mlsup.gateway.requests import (
 )
 from mlsup.gateway.service import Gateway, OpenStream
 from mlsup.gateway.shapes import error_body, model_object, transcription_response
+from mlsup.gateway.ui import gateway_latency, mount_dashboard
 from mlsup.proxy import aconnect
 
 __all__ = ["create_app"]
@@ -99,8 +100,11 @@ def create_app(
     api_key: str | None = None,
     max_queue: int = defaults.GATEWAY_MAX_QUEUE,
     runtime: str | None = None,
+    dashboard: bool = True,
 ) -> FastAPI:
-    """The gateway application; it connects to the supervisor when it starts."""
+    """The gateway application; it connects to the supervisor when it starts. With
+    ``dashboard``, the dashboard is served at ``/ui`` (its latency columns from this gateway's
+    request histograms)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -118,6 +122,8 @@ def create_app(
     _install_error_handlers(app)
     app.include_router(public)
     app.include_router(api)
+    if dashboard:
+        mount_dashboard(app, runtime, gateway_latency(app))
     return app
 
 

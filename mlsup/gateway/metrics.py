@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from mlsup.gateway.admission import ModelQueue
 from mlsup.gateway.operations import ModelRow, public_state
 
-__all__ = ["GatewayMetrics", "RequestTally", "Snapshot", "supervisor_families"]
+__all__ = ["GatewayMetrics", "RequestTally", "RestartTally", "Snapshot", "supervisor_families"]
 
 MB = 1 << 20
 #: Every state a model can be in, so that each model has one 1 and the rest 0.
@@ -57,6 +57,31 @@ class RequestTally:
         return value
 
 
+@dataclass
+class RestartTally:
+    """Worker restarts of each model by reason. A status row carries the restart count and the
+    reason its last worker stopped (``exit_reason``, set when the respawn is decided), so the
+    restarts gained since the previous scrape are the ones of that reason."""
+
+    _seen: dict[str, int] = field(default_factory=dict)
+    _by_reason: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def observe(self, row: ModelRow) -> None:
+        """A status row; counts what its ``restarts`` gained under its ``exit_reason``."""
+        before = self._seen.get(row.model, 0)
+        # A lower count: another supervisor (a restart of mlsup) counts from zero again.
+        gained = row.restarts - before if row.restarts >= before else row.restarts
+        self._seen[row.model] = row.restarts
+        if gained > 0:
+            key = (row.model, row.exit_reason or "unknown")
+            self._by_reason[key] = self._by_reason.get(key, 0) + gained
+
+    def counts(self, model: str) -> dict[str, int]:
+        """Restarts of ``model`` by reason, ``crash`` always present (0 when none)."""
+        found = {reason: n for (name, reason), n in self._by_reason.items() if name == model}
+        return {"crash": 0, **found}
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What the supervisor said at scrape time."""
@@ -64,6 +89,8 @@ class Snapshot:
     rows: Sequence[ModelRow]
     leases: Sequence[Mapping[str, Any]]
     gpu_used: Mapping[int, int] = field(default_factory=dict)  #: NVML bytes, where GPUs exist
+    #: The ``gpus`` control operation: every GPU with its ``capacity_mb``, idle ones too.
+    gpus: Sequence[Mapping[str, Any]] = ()
 
 
 def supervisor_families(
@@ -71,6 +98,7 @@ def supervisor_families(
     tally: RequestTally,
     queues: Mapping[str, ModelQueue],
     http_counts: Mapping[tuple[str, str, str], int],
+    restart_tally: RestartTally | None = None,
 ) -> list[Metric]:
     """The metric families derived from the supervisor's state, and ``mlsup_requests_total``:
     the gateway's ``http_counts`` by (model, op, status) plus, as ``op="proxy"``, what the
@@ -102,15 +130,18 @@ def supervisor_families(
     waiting = GaugeMetricFamily(
         "mlsup_requests_waiting", "Gateway requests waiting for their model", labels=["model"]
     )
+    restart_tally = restart_tally if restart_tally is not None else RestartTally()
     for row in snapshot.rows:
         tally.observe(row)
+        restart_tally.observe(row)
         current = public_state(row.state)
         for name in STATES:
             state.add_metric([row.model, name], 1.0 if name == current else 0.0)
         started, ready = row.timeline.get("lease_requested"), row.timeline.get("ready")
         if started is not None and ready is not None and ready >= started:
             load.add_metric([row.model], ready - started)
-        restarts.add_metric([row.model, "crashed"], float(row.restarts))
+        for reason, count in sorted(restart_tally.counts(row.model).items()):
+            restarts.add_metric([row.model, reason], float(count))
         # Requests the gateway did not send: the Python proxy's (and other direct clients').
         requests.add_metric([row.model, "proxy", "served"], float(tally.others(row.model)))
         queue = queues.get(row.model)
@@ -140,9 +171,11 @@ def _lease_families(snapshot: Snapshot) -> Iterator[Metric]:
         by_holder[key] = by_holder.get(key, 0) + int(lease["vram_mb"]) * MB
     for (model, gpu), size in sorted(by_holder.items()):
         vram.add_metric([model, str(gpu)], float(size))
+    for gpu_row in snapshot.gpus:  # every GPU, not only those holding a lease
+        capacity[int(gpu_row["gpu"])] = int(gpu_row["capacity_mb"]) * MB
     for gpu in sorted(capacity):
         total.add_metric([str(gpu)], float(capacity[gpu]))
-        leased.add_metric([str(gpu)], float(used[gpu]))
+        leased.add_metric([str(gpu)], float(used.get(gpu, 0)))
     yield from (vram, total, leased)
     if snapshot.gpu_used:
         nvml = GaugeMetricFamily(
@@ -162,7 +195,7 @@ class _Live:
     def collect(self) -> Iterable[Metric]:
         m = self._metrics
         snapshot = m.snapshot if m.snapshot is not None else Snapshot(rows=(), leases=())
-        return supervisor_families(snapshot, m.tally, m.queues, m.http_counts)
+        return supervisor_families(snapshot, m.tally, m.queues, m.http_counts, m.restarts)
 
 
 class GatewayMetrics:
@@ -173,6 +206,7 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.queues = queues
         self.tally = RequestTally()
+        self.restarts = RestartTally()
         self.snapshot: Snapshot | None = None
         self._lease_waits_seen: set[tuple[str, float]] = set()
         #: Gateway requests by (model, op, HTTP status); exported as mlsup_requests_total.

@@ -66,6 +66,7 @@ class ModelRow:
     gpu: int | None
     leased_mb: int | None
     last_exit: str | None
+    exit_reason: str | None  #: a :class:`mlsup.contracts.ExitReason` value
     timeline: Mapping[str, float]
 
 
@@ -87,6 +88,7 @@ def read_row(row: Any) -> ModelRow:
         gpu=get("gpu"),
         leased_mb=get("leased_mb"),
         last_exit=get("last_exit"),
+        exit_reason=None if get("exit_reason") is None else str(get("exit_reason")),
         timeline=dict(get("timeline", None) or {}),
     )
 

@@ -99,8 +99,9 @@ class Gateway:
     async def metrics_text(self) -> bytes:
         rows = await self.rows()
         leases = await self.proxy.leases()
+        gpus = await self.proxy.request("gpus")  # every GPU: ``leases`` omits idle ones
         used = await self._gpu_used()
-        return self.metrics.render(Snapshot(rows=rows, leases=leases, gpu_used=used))
+        return self.metrics.render(Snapshot(rows=rows, leases=leases, gpu_used=used, gpus=gpus))
 
     async def _gpu_used(self) -> dict[int, int]:
         """Bytes in use on each real GPU, from NVML; {} where there is none (remembered)."""

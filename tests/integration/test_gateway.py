@@ -399,7 +399,7 @@ def test_metrics_parse_and_count_gateway_and_proxy_requests(gateway: Gateway) ->
     assert value("mlsup_time_to_first_token_seconds_count", after, model="smollm2") >= 1
     assert value("mlsup_lease_wait_seconds_count", after) >= 1
     assert value("mlsup_model_load_duration_seconds", after, model="minilm") > 0
-    assert value("mlsup_worker_restarts_total", after, model="smollm2", reason="crashed") >= 1
+    assert value("mlsup_worker_restarts_total", after, model="smollm2", reason="crash") >= 1
     assert ("mlsup_requests_running", (("model", "minilm"),)) in after
 
 

@@ -130,6 +130,24 @@ def test_ring_latency_before_any_new_request_is_none() -> None:
     assert ring.activity("m", 1.0).p50_ms is None
 
 
+def test_ring_latency_of_a_model_first_measured_while_watched_counts_from_zero() -> None:
+    ring = ActivityRing(window_s=60.0, step_s=10.0)
+    # The source answers but has no histogram for m yet: m has served no measured request.
+    ring.observe(0.0, "m", 1, 0, None, source_answered=True)
+    assert ring.activity("m", 0.0).latency_measured is False
+    ring.observe(1.0, "m", 1, 3, Histogram(BOUNDS, (0, 3, 3, 3)))  # 3 requests, 10..100 ms
+    activity = ring.activity("m", 1.0)
+    assert activity.latency_measured is True
+    assert activity.p50_ms is not None and 10.0 < activity.p50_ms <= 100.0
+
+
+def test_ring_without_an_answering_source_assumes_nothing_about_the_past() -> None:
+    ring = ActivityRing(window_s=60.0, step_s=10.0)
+    ring.observe(0.0, "m", 1, 0, None)  # no source answered: the past is unknown
+    ring.observe(1.0, "m", 1, 3, Histogram(BOUNDS, (0, 3, 3, 3)))
+    assert ring.activity("m", 1.0).p50_ms is None
+
+
 def test_ring_forgets_models_no_longer_configured() -> None:
     ring = ActivityRing(window_s=60.0, step_s=10.0)
     ring.observe(0.0, "a", 1, 0, None)

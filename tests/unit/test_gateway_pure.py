@@ -32,7 +32,7 @@ from mlsup.errors import (
 from mlsup.gateway.admission import ModelQueue
 from mlsup.gateway.http_errors import http_error
 from mlsup.gateway.media import audio_format, png
-from mlsup.gateway.metrics import RequestTally, Snapshot, supervisor_families
+from mlsup.gateway.metrics import RequestTally, RestartTally, Snapshot, supervisor_families
 from mlsup.gateway.operations import check_kind, public_state, read_row
 from mlsup.gateway.requests import (
     COMPLETION_MAX_TOKENS,
@@ -263,13 +263,31 @@ def test_proxy_requests_are_derived_monotonic_across_respawns() -> None:
     assert tally.others("m") == 4
 
 
+def test_restarts_are_counted_under_the_reason_of_each_respawn() -> None:
+    tally = RestartTally()
+    tally.observe(read_row(row(restarts=0)))
+    assert tally.counts("m") == {"crash": 0}
+    tally.observe(read_row(row(restarts=2, exit_reason="crash")))
+    tally.observe(read_row(row(restarts=3, exit_reason="oom")))
+    tally.observe(read_row(row(restarts=3, exit_reason="unload")))  # no respawn: not counted
+    tally.observe(read_row(row(restarts=4, exit_reason="stalled")))
+    assert tally.counts("m") == {"crash": 2, "oom": 1, "stalled": 1}
+    tally.observe(read_row(row(restarts=1, exit_reason="crash")))  # a new supervisor's count
+    assert tally.counts("m") == {"crash": 3, "oom": 1, "stalled": 1}
+    assert tally.counts("other") == {"crash": 0}
+
+
 def test_supervisor_families_render_and_parse() -> None:
-    rows = [read_row(row(state="starting", restarts=2, requests=4,
+    rows = [read_row(row(state="starting", restarts=2, requests=4, exit_reason="oom",
                          timeline={"lease_requested": 1.0, "ready": 3.5}))]  # fmt: skip
     leases = [{"gpu": 0, "capacity_mb": 1000, "model_id": "m", "vram_mb": 100},
               {"gpu": 0, "capacity_mb": 1000, "model_id": "other", "vram_mb": 50}]  # fmt: skip
+    gpus = [{"gpu": 0, "capacity_mb": 1000}, {"gpu": 1, "capacity_mb": 2000}]  # 1: no lease
     families = supervisor_families(
-        Snapshot(rows, leases, gpu_used={0: 7 << 20}), RequestTally(), {}, {("m", "chat", "200"): 2}
+        Snapshot(rows, leases, gpu_used={0: 7 << 20}, gpus=gpus),
+        RequestTally(),
+        {},
+        {("m", "chat", "200"): 2},
     )
 
     class Static:
@@ -291,7 +309,10 @@ def test_supervisor_families_render_and_parse() -> None:
     assert parsed[("mlsup_requests_total", (("model", "m"), ("op", "proxy"),
                                             ("status", "served")))] == 4  # fmt: skip
     assert parsed[("mlsup_model_load_duration_seconds", (("model", "m"),))] == 2.5
-    assert parsed[("mlsup_worker_restarts_total", (("model", "m"), ("reason", "crashed")))] == 2
+    assert parsed[("mlsup_worker_restarts_total", (("model", "m"), ("reason", "oom")))] == 2
+    assert parsed[("mlsup_worker_restarts_total", (("model", "m"), ("reason", "crash")))] == 0
+    assert parsed[("mlsup_gpu_memory_total_bytes", (("gpu", "1"),))] == 2000 << 20
+    assert parsed[("mlsup_gpu_memory_leased_bytes", (("gpu", "1"),))] == 0
     assert parsed[("mlsup_gpu_memory_leased_bytes", (("gpu", "0"),))] == 150 << 20
     assert parsed[("mlsup_gpu_memory_total_bytes", (("gpu", "0"),))] == 1000 << 20
     assert parsed[("mlsup_lease_vram_bytes", (("gpu", "0"), ("model", "other")))] == 50 << 20
