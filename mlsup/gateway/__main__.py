@@ -29,12 +29,14 @@ async def _watch_supervisor(pid: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def _serve(host: str, port: int, max_queue: int) -> None:
+async def _serve(host: str, port: int, max_queue: int, queues_config: str | None) -> None:
     import uvicorn
 
     from mlsup.gateway.app import create_app
 
-    app = create_app(api_key=os.environ.get(API_KEY_ENV) or None, max_queue=max_queue)
+    app = create_app(
+        api_key=os.environ.get(API_KEY_ENV) or None, max_queue=max_queue, config=queues_config
+    )
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
         timeout_graceful_shutdown=int(defaults.GATEWAY_SHUTDOWN_GRACE_S),
@@ -64,10 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--max-queue", type=int, default=defaults.GATEWAY_MAX_QUEUE, help="per-model queue bound"
     )
+    parser.add_argument(
+        "--config", metavar="PATH", help="the supervisor's mlsup.toml: its [queues] join /metrics"
+    )
     args = parser.parse_args(argv)
     try:
         host, port = parse_listen(args.listen)
-        asyncio.run(_serve(host, port, args.max_queue))
+        asyncio.run(_serve(host, port, args.max_queue, args.config))
     except MlsupError as exc:
         print(f"mlsup gateway: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -101,15 +101,21 @@ def create_app(
     max_queue: int = defaults.GATEWAY_MAX_QUEUE,
     runtime: str | None = None,
     dashboard: bool = True,
+    config: str | None = None,
 ) -> FastAPI:
     """The gateway application; it connects to the supervisor when it starts. With
     ``dashboard``, the dashboard is served at ``/ui`` (its latency columns from this gateway's
-    request histograms)."""
+    request histograms); with ``config`` (the supervisor's mlsup.toml), its ``[queues]`` join
+    ``/metrics`` as ``mlsup_queue_jobs``."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         proxy = await aconnect(runtime)
-        app.state.gateway = Gateway(proxy, max_queue)
+        app.state.gateway = gateway = Gateway(proxy, max_queue)
+        if config is not None:
+            from mlsup.queues.metrics import register_queue_metrics
+
+            register_queue_metrics(gateway.metrics.registry, config)
         try:
             yield
         finally:

@@ -101,7 +101,9 @@ class Gateway:
         leases = await self.proxy.leases()
         gpus = await self.proxy.request("gpus")  # every GPU: ``leases`` omits idle ones
         used = await self._gpu_used()
-        return self.metrics.render(Snapshot(rows=rows, leases=leases, gpu_used=used, gpus=gpus))
+        snapshot = Snapshot(rows=rows, leases=leases, gpu_used=used, gpus=gpus)
+        # Off the loop: collectors may ask Redis (the queues' job counts).
+        return await asyncio.to_thread(self.metrics.render, snapshot)
 
     async def _gpu_used(self) -> dict[int, int]:
         """Bytes in use on each real GPU, from NVML; {} where there is none (remembered)."""

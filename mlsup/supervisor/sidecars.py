@@ -71,9 +71,10 @@ def sidecar_specs(
     tables = raw_tables(config) if tables is None else tables
     specs: list[SidecarSpec] = []
     settings = HttpSettings.parse(tables.get("http"), config.manifest.source, listen=http)
+    queues = parse_queues(tables, config.manifest)  # ConfigError for a bad [queues.<name>]
     if settings is not None:
-        specs.append(gateway_spec(config, settings))
-    if parse_queues(tables, config.manifest):  # ConfigError for a bad [queues.<name>]
+        specs.append(gateway_spec(config, settings, with_queues=bool(queues)))
+    if queues:
         specs.append(queue_runner_spec(config))
     return specs
 
@@ -90,12 +91,17 @@ def queue_runner_spec(config: SupervisorConfig) -> SidecarSpec:
     return SidecarSpec(name="queues", argv=argv, stop_grace_s=grace)
 
 
-def gateway_spec(config: SupervisorConfig, settings: HttpSettings) -> SidecarSpec:
-    """The gateway's command line; its API key travels in the environment, not in argv."""
-    argv = (
+def gateway_spec(
+    config: SupervisorConfig, settings: HttpSettings, *, with_queues: bool = False
+) -> SidecarSpec:
+    """The gateway's command line; its API key travels in the environment, not in argv.
+    ``with_queues``: the config names queues, whose job counts join the gateway's /metrics."""
+    argv: tuple[str, ...] = (
         sys.executable, "-m", "mlsup.gateway",
         "--listen", settings.listen, "--max-queue", str(settings.max_queue),
     )  # fmt: skip
+    if with_queues:
+        argv = (*argv, "--config", config.manifest.source)
     env = {ENV_RUNTIME_DIR: str(config.paths.root)}
     if settings.api_key is not None:
         env[API_KEY_ENV] = settings.api_key

@@ -48,6 +48,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, redis_server: TestRedis) ->
     prefix = redis_server.prefix()
     port = free_port()
     http = f'\n[http]\nlisten = "127.0.0.1:{port}"\napi_key = "{KEY}"\n'
+    http += '\n[queues.digest]\nmodel = "beta"\nop = "run"\n'  # its counts join /metrics
     directory = tmp_path_factory.mktemp("uigw", numbered=True)
     supervisor = RunningSupervisor(directory, manifest(redis_server.url, prefix, MODELS + http))
     supervisor.start()
@@ -127,6 +128,8 @@ def test_metrics_give_the_total_of_a_gpu_that_holds_no_lease(served: Served) -> 
     assert not any(name == "mlsup_lease_vram_bytes" for name, _ in samples)  # nothing loaded
     assert samples[("mlsup_gpu_memory_total_bytes", (("gpu", "0"),))] == 1000 << 20
     assert samples[("mlsup_gpu_memory_leased_bytes", (("gpu", "0"),))] == 0
+    # The supervisor's [queues] join the gateway's /metrics (no job yet: every state 0).
+    assert samples[("mlsup_queue_jobs", (("queue", "digest"), ("state", "waiting")))] == 0
 
 
 def test_a_browser_logs_in_and_sees_the_models_table(browser: Any, served: Served) -> None:

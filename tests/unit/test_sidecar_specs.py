@@ -11,7 +11,7 @@ import pytest
 from mlsup import defaults
 from mlsup.errors import ConfigError
 from mlsup.gateway.settings import API_KEY_ENV, HttpSettings, parse_listen
-from mlsup.kit.manifest import Manifest
+from mlsup.kit.manifest import Manifest, ModelSpec
 from mlsup.supervisor.config import RuntimePaths, SupervisorConfig
 from mlsup.supervisor.sidecars import sidecar_specs
 
@@ -104,3 +104,18 @@ def test_settings_listen_round_trips() -> None:
     settings = HttpSettings.parse({"listen": "[::1]:8000"}, "f")
     assert settings is not None and settings.listen == "[::1]:8000"
     assert parse_listen(settings.listen) == ("::1", 8000)
+
+
+def test_with_queues_the_gateway_is_given_the_config_for_their_metrics() -> None:
+    tables = {"http": {"listen": "9000"}, "queues": {"digest": {"model": "m", "op": "run"}}}
+    manifest = Manifest(
+        source="/etc/mlsup.toml",
+        models_dir=Path("/models"),
+        models={"m": ModelSpec(id="m", loader="onnx", path="/models/m.onnx")},
+    )
+    specs = sidecar_specs(
+        SupervisorConfig(manifest, RuntimePaths(Path("/run/rt")), None, []), tables
+    )
+    gateway = next(spec for spec in specs if spec.name == "gateway")
+    assert gateway.argv[-2:] == ("--config", "/etc/mlsup.toml")
+    assert [spec.name for spec in specs] == ["gateway", "queues"]
