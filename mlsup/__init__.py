@@ -7,7 +7,7 @@ Heavy runtimes (torch, llama_cpp, ...) are imported only by the loaders that nee
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mlsup.errors import (
     BenchmarkError,
@@ -49,6 +49,7 @@ from mlsup.errors import (
     WorkerCrashed,
     YieldRequested,
 )
+from mlsup.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from mlsup.kit import (
@@ -192,12 +193,4 @@ __all__ = [
 _LAZY = {**dict.fromkeys(_KIT, "mlsup.kit"), **dict.fromkeys(_PROXY, "mlsup.proxy")}
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlsup' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)

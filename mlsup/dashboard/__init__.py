@@ -16,8 +16,9 @@ first use, so ``mlsup --help`` works without FastAPI installed (the ``gateway`` 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mlsup.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from mlsup.dashboard.activity import Histogram, LatencySource, histograms_from_metrics
@@ -48,10 +49,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlsup.dashboard' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -6,8 +6,9 @@ imported on first use, so ``import mlsup.kit`` imports neither redis nor any run
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mlsup.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from mlsup.kit.devices import Device, DeviceKind
@@ -116,13 +117,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlsup.kit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:
