@@ -50,7 +50,7 @@ from mlsup.defaults import SHM_SWEEP_INTERVAL_S
 from mlsup.errors import BenchmarkError, InvalidArgument, MlsupError, ProtocolError, error_from_wire
 from mlsup.ipc.wire import Kind, decode
 from mlsup.kit.leases import SyncGPUBoss
-from mlsup.testing.supervisor import RunningSupervisor, manifest
+from mlsup.testing.supervisor import TEST_SETTINGS, RunningSupervisor, manifest
 
 __all__ = ["run"]
 
@@ -342,6 +342,11 @@ def _segments_of(pid: int) -> set[str]:
     return {name for name in os.listdir("/dev/shm") if name.startswith(f"mlsup-{pid}-")}
 
 
+#: When the supervisor's watchdog judges a silent, idle worker hung under the bench's settings
+#: (heartbeat_s x heartbeat_misses): the SIGSTOP scenario waits that long plus a margin.
+_HUNG_AFTER_S = TEST_SETTINGS["heartbeat_s"] * TEST_SETTINGS["heartbeat_misses"]
+
+
 def run(quick: bool = False) -> list[Row]:
     """Every scenario once; ``quick`` kills fewer times and waits less for a hung worker."""
     prefix = f"mlsup-chaos:{uuid.uuid4().hex[:12]}:"
@@ -358,7 +363,7 @@ def run(quick: bool = False) -> list[Row]:
             chaos = _Chaos(sup.start(), redis, prefix)
             rows += chaos.oversized()
             rows += chaos.clients()
-            rows += chaos.sigstop(wait_s=6 if quick else 20)
+            rows += chaos.sigstop(wait_s=_HUNG_AFTER_S + (5 if quick else 10))
             rows += chaos.storm(kills=3 if quick else 10)
             rows += chaos.redis_restart()
             rows += chaos.supervisor_kill()
