@@ -22,6 +22,7 @@ MUST_BE_ZERO = (
     "worker crashed",
     "segments left",
     "kills never recovered from",
+    "not replaced",  # the hung-worker watchdog
     "over-committed MB",
     "processes left",
     "zombies",
