@@ -23,7 +23,7 @@ from mlsup.testing.redis import TestRedis
 from mlsup.testing.tiny_models import minilm_dir, smollm2_gguf
 
 from .queue_helpers import completed_at_least, producer, queue_events, queue_toml
-from .supervisor_helpers import manifest
+from .supervisor_helpers import PREEMPTION_MODELS, manifest
 
 PROBE = """
 [models.probe]
@@ -143,23 +143,7 @@ async def test_a_killed_queue_runner_is_respawned_and_its_jobs_are_run_again(
 async def test_jobs_wait_while_their_model_is_preempted_and_finish_after_reload(
     supervisors: Any, redis_server: TestRedis, redis_prefix: str
 ) -> None:
-    models = """
-[models.background]
-loader = "probe"
-path = "probe.txt"
-vram_mb = 800
-priority = "low"
-idle_timeout_s = 0
-
-[models.urgent]
-loader = "probe"
-path = "probe.txt"
-vram_mb = 600
-priority = "high"
-idle_timeout_s = 0
-
-"""
-    config = models + queue_toml("batch", "background", "run", model_wait_s=120)
+    config = PREEMPTION_MODELS + "\n" + queue_toml("batch", "background", "run", model_wait_s=120)
     supervisor = supervisors(manifest(redis_server.url, redis_prefix, config))
     count = 20
     async with producer(redis_server, redis_prefix) as jobs:

@@ -32,7 +32,7 @@ from mlsup.testing.loaders import ProbeModel
 from mlsup.testing.redis import TestRedis
 from mlsup.testing.tiny_models import tiny_onnx
 
-from .supervisor_helpers import manifest
+from .supervisor_helpers import PREEMPTION_MODELS, manifest
 
 PROBE = """
 [models.probe]
@@ -150,22 +150,7 @@ def test_an_injected_oom_raises_the_estimate(
 def test_high_priority_preempts_low_on_a_full_gpu(
     supervisors: Any, redis_server: TestRedis, redis_prefix: str
 ) -> None:
-    models = """
-[models.background]
-loader = "probe"
-path = "probe.txt"
-vram_mb = 800
-priority = "low"
-idle_timeout_s = 0
-
-[models.urgent]
-loader = "probe"
-path = "probe.txt"
-vram_mb = 600
-priority = "high"
-idle_timeout_s = 0
-"""
-    supervisor = supervisors(manifest(redis_server.url, redis_prefix, models))
+    supervisor = supervisors(manifest(redis_server.url, redis_prefix, PREEMPTION_MODELS))
     with supervisor.client() as client:
         client.load("background")
         row = client.load("urgent", timeout=60)
