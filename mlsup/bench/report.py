@@ -2,7 +2,8 @@
 
 The report opens with the machine and every judged row (target met or missed, and for a miss
 the reason the suite measured), then one table per suite; charts show the ratios against their
-targets and the latency distributions of rows that kept their samples.
+targets and the latency distributions of rows that kept their samples. ``DIR/TABLE.md`` is the
+README's benchmark table: every row with a target, in the README's columns, from the same run.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from mlsup.bench.rows import Row
 
-__all__ = ["target_limit", "write_report"]
+__all__ = ["readme_table", "target_limit", "write_report"]
 
 _NO_REASON = "this suite records no measured reason yet: see its rows below"
 _RATIO_TARGET = re.compile(r"^\s*(<=|>=|<|>)\s*([0-9.]+)x")
@@ -45,6 +46,33 @@ def _table(rows: Sequence[Row]) -> list[str]:
         ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
         lines.append(
             f"| {row.name} | {_fmt(row.value)} | {row.unit} | {base} | {ratio} | {_verdict(row)} |"
+        )
+    return lines
+
+
+def _short(value: float) -> str:
+    """Three significant digits, without an exponent for the magnitudes rows have."""
+    return f"{value:.3g}" if 1e-3 <= abs(value) < 1e5 or value == 0 else f"{value:.3e}"
+
+
+def readme_table(rows: Sequence[Row]) -> list[str]:
+    """The README's benchmark table: every row with a target (or not run), in run order."""
+    lines = [
+        "| suite | measurement | value | baseline (same run) | ratio | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if row.value is None:
+            reason = (row.note or "not run").removeprefix("not run: ")
+            lines.append(f"| {row.suite} | {row.name} | - | | | not run: {reason} |")
+            continue
+        if row.target is None:
+            continue
+        base = "" if row.baseline_value is None else f"{row.baseline}: {_short(row.baseline_value)}"
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
+        lines.append(
+            f"| {row.suite} | {row.name} | {_short(row.value)} {row.unit} | {base} | {ratio} | "
+            f"{_verdict(row)} |"
         )
     return lines
 
@@ -145,6 +173,7 @@ def write_report(directory: Path, rows: Sequence[Row], machine: dict[str, Any]) 
         chart = f"latency-{suite}.png"
         if _distribution_chart(suite, suite_rows, directory / chart):
             out += ["", f"![{suite} latency distributions]({chart})"]
+    (directory / "TABLE.md").write_text("\n".join(readme_table(rows)) + "\n", encoding="utf-8")
     path = directory / "REPORT.md"
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
     return path
