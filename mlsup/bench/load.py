@@ -27,7 +27,15 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from mlsup.bench.rows import Row, gpu_count, not_run, percentile
-from mlsup.bench.supervised import phases, probe_model, supervisor, timed
+from mlsup.bench.supervised import (
+    Usage,
+    median_usage,
+    phases,
+    probe_model,
+    supervisor,
+    timed,
+    usage_note,
+)
 from mlsup.bench.workloads import WORKLOADS, Workload
 from mlsup.errors import BenchmarkError
 
@@ -41,14 +49,16 @@ WARM_RATIO = 2.5
 FIRST_RATIO = 2.0
 
 
-def _supervised(running: Any, workload: Workload) -> tuple[float, dict[str, float]]:
+def _supervised(running: Any, workload: Workload) -> tuple[float, dict[str, float], Usage]:
+    """Seconds to the first result, its phases, and the worker's usage up to it."""
     with running.client(timeout=300) as sup:
         started = time.monotonic()
         workload.call(sup.model(workload.kind))
         done = time.monotonic()
         row = next(r for r in sup.status() if r["model"] == workload.kind)
+        used = Usage.of(row["pid"])
         sup.unload(workload.kind)
-    return done - started, phases(started, row, done)
+    return done - started, phases(started, row, done), used
 
 
 def _fresh_python(workload: Workload) -> float:
@@ -65,32 +75,39 @@ def _fresh_python(workload: Workload) -> float:
     return elapsed
 
 
-def _warm_in_process(workload: Workload) -> float:
+def _warm_in_process(workload: Workload) -> tuple[float, Usage]:
+    """Seconds for a load + first call in this process, and this process's usage for it."""
+    before = Usage.here()
     started = time.monotonic()
     loader, model = workload.load()
     workload.call(model)
     elapsed = time.monotonic() - started
+    used = Usage.here() - before
     loader.unload()
-    return elapsed
+    return elapsed, used
 
 
-def _warm_note(parts: dict[str, float], warm_ms: float) -> str:
-    """Where a supervised cold start spends the time a warm process does not."""
+def _warm_note(parts: dict[str, float], warm_ms: float, worker: Usage, warm: Usage) -> str:
+    """Where a supervised cold start spends the time a warm process does not (medians)."""
     return (
         f"phases: {', '.join(f'{p} {ms:.0f} ms' for p, ms in parts.items())}; a warm process "
-        f"loads and calls in {warm_ms:.0f} ms (measured in this run)"
+        f"loads and calls in {warm_ms:.0f} ms (measured in this run). {usage_note(worker, warm)}"
     )
 
 
 def _cold_rows(workload: Workload, running: Any, repeat: int) -> list[Row]:
     supervised, split, fresh, warm = [], [], [], []
+    worker_use, warm_use = [], []
     workload.load()[0].unload()  # import the runtime here once: the warm baseline is warm
     for _ in range(repeat):
-        total, parts = _supervised(running, workload)
+        total, parts, used = _supervised(running, workload)
         supervised.append(total)
         split.append(parts)
+        worker_use.append(used)
         fresh.append(_fresh_python(workload))
-        warm.append(_warm_in_process(workload))
+        elapsed, used = _warm_in_process(workload)
+        warm.append(elapsed)
+        warm_use.append(used)
     value, fresh_s, warm_s = (statistics.median(s) * 1e3 for s in (supervised, fresh, warm))
     parts = {p: statistics.median(s[p] for s in split) * 1e3 for p in PHASES}
     met = value <= fresh_s
@@ -103,11 +120,12 @@ def _cold_rows(workload: Workload, running: Any, repeat: int) -> list[Row]:
             + ", ".join(f"{p} {ms:.0f} ms" for p, ms in parts.items())
         )
     name = f"cold start {workload.kind} ({workload.loader})"
+    why = _warm_note(parts, warm_s, median_usage(worker_use), median_usage(warm_use))
     rows = [
         Row(SUITE, name, "ms", value, "fresh Python: import + load + call", fresh_s,
             "<= 1.0x", met, note, tuple(supervised), tuple(fresh)),
         Row(SUITE, f"{name} vs warm process", "ms", value, "load + call in a warm process",
-            warm_s, f"<= {WARM_RATIO:g}x", value <= WARM_RATIO * warm_s, _warm_note(parts, warm_s),
+            warm_s, f"<= {WARM_RATIO:g}x", value <= WARM_RATIO * warm_s, why,
             tuple(supervised), tuple(warm)),
     ]  # fmt: skip
     rows += [Row(SUITE, f"{name}: {p} phase", "ms", ms) for p, ms in parts.items()]

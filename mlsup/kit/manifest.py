@@ -191,11 +191,10 @@ def _model_spec(
 
 
 def _check_loader(name: str, where: Where) -> None:
-    from mlsup.kit.loaders.registry import loader_names
+    from mlsup.kit.loaders.registry import is_loader, loader_names
 
-    names = loader_names()
-    if name not in names:
-        raise where.error(f"unknown loader {name!r}; known loaders: {', '.join(names)}")
+    if not is_loader(name):
+        raise where.error(f"unknown loader {name!r}; known loaders: {', '.join(loader_names())}")
 
 
 def _plain(value: Any, where: Where) -> Any:

@@ -16,7 +16,16 @@ from multiprocessing import forkserver
 from mlsup.supervisor.template import start_template
 
 def report(queue):
-    queue.put(sorted(m for m in sys.modules if m.startswith("transformers.models.")))
+    queue.put(sorted(m for m in sys.modules if m.startswith(("transformers.models.", "mlsup."))))
+
+def compute(queue):
+    # Two intra-op threads: a thread team created in the template before the fork would hang
+    # this (GNU OpenMP), and the queue.get() below would time out.
+    import numpy as np, torch
+    torch.set_num_threads(2)
+    a = np.random.default_rng(0).standard_normal((256, 256), dtype=np.float32)
+    product = (torch.from_numpy(a) @ torch.from_numpy(a)).numpy()
+    queue.put([torch.get_num_threads(), bool(np.allclose(product, a @ a, rtol=1e-3, atol=1e-3))])
 
 if __name__ == "__main__":
     context = multiprocessing.get_context("forkserver")
@@ -30,7 +39,12 @@ if __name__ == "__main__":
     child.start()
     modules = queue.get(timeout=60)
     child.join()
-    print(json.dumps({"torch_mapped": torch_mapped, "modules": modules}))
+    child = context.Process(target=compute, args=(queue,), daemon=True)  # not joined if hung
+    child.start()
+    threads, correct = queue.get(timeout=60)
+    child.join()
+    print(json.dumps({"torch_mapped": torch_mapped, "modules": modules, "threads": threads,
+                      "correct": correct}))
 """
 
 
@@ -51,3 +65,9 @@ def test_the_template_is_ready_and_warm_when_start_template_returns(tmp_path: Pa
     # A worker forked from it finds MiniLM's model and tokenizer modules already imported.
     assert "transformers.models.bert.modeling_bert" in report["modules"]
     assert "transformers.models.bert.tokenization_bert" in report["modules"]
+    # And the modules the worker itself needs to start, connect and load (its IPC client and
+    # server, the model spec): imported in every worker otherwise, 30 ms of CPU each.
+    for module in ("mlsup.ipc.client", "mlsup.ipc.server", "mlsup.kit.manifest"):
+        assert module in report["modules"], f"{module} is imported after the fork"
+    # A worker forked from it computes with more than one thread, and correctly.
+    assert report["threads"] == 2 and report["correct"]

@@ -87,3 +87,30 @@ def test_a_malformed_environment_entry_is_named(
     monkeypatch.setenv(LOADERS_ENV, value)
     with pytest.raises(ConfigError, match=f"{LOADERS_ENV} entry .* is not NAME=module:Class"):
         loader_names()
+
+
+@pytest.mark.usefixtures("user_environment")
+def test_a_built_in_or_environment_name_is_known_without_reading_installed_packages(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def unread(**selection: Any) -> Any:
+        raise AssertionError("the entry points were scanned")
+
+    monkeypatch.setattr(registry, "entry_points", unread)
+    monkeypatch.setenv(LOADERS_ENV, f"probe={PROBE_TARGET}")
+    assert registry.is_loader("hf") and registry.is_loader("probe")
+    manifest = {"models": {"m": {"loader": "onnx", "path": "m.onnx"}}}
+    assert parse_manifest(manifest, source="mlsup.toml", base_dir=tmp_path).models["m"]
+    # A name neither built in nor in the environment is looked up among the entry points.
+    with pytest.raises(AssertionError, match="scanned"):
+        registry.is_loader("elsewhere")
+
+
+@pytest.mark.usefixtures("user_environment")
+def test_is_loader_answers_unknown_names_and_names_a_malformed_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert not registry.is_loader("nonesuch")
+    monkeypatch.setenv(LOADERS_ENV, "probe=module")
+    with pytest.raises(ConfigError, match=f"{LOADERS_ENV} entry .* is not NAME=module:Class"):
+        registry.is_loader("hf")
