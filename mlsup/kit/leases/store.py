@@ -16,6 +16,7 @@ import redis.exceptions
 from mlsup import defaults
 from mlsup.errors import LeaseError, TransportError
 from mlsup.kit.leases.keys import LeaseKeys
+from mlsup.kit.leases.owner import HolderIdentity
 from mlsup.kit.leases.results import (
     AdmitResult,
     LeaseRequest,
@@ -118,6 +119,7 @@ class LeaseStore:
             req.start,
             *self._admit_tail,
             "readmit" if readmit else "new",
+            req.users,
         )
         return parse_admit(reply)
 
@@ -137,10 +139,18 @@ class LeaseStore:
         )
         return parse_renew(reply)
 
-    async def reap(self, lease_id: str, pid: int, start: str) -> bool:
-        """Delete a lease whose owner (pid + start time) is dead; False if it changed owner."""
+    async def reap(self, holder: HolderIdentity) -> bool:
+        """Delete a lease whose owner and users are dead, as ``holder`` recorded them; False
+        if the lease changed owner or users since (or is gone)."""
         tomb = self.timing.ms(self.timing.tombstone_s)
-        return bool(await self._script(Script.REAP, lease_id, pid, start, tomb))
+        reply = await self._script(
+            Script.REAP, holder.lease_id, holder.pid, holder.start, holder.users, tomb
+        )
+        return bool(reply)
+
+    async def set_users(self, lease_id: str, token: str, users: str) -> RenewResult:
+        """Record the processes that use a lease's VRAM (``owner.encode_users``)."""
+        return parse_renew(await self._script(Script.USERS, lease_id, token, users))
 
     async def leave(self, gpu: int, lease_id: str) -> None:
         """Take a waiter out of its queue (it gave up)."""
