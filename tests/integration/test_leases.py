@@ -11,6 +11,7 @@ from mlsup.errors import (
     CapacityExceeded,
     DeviceError,
     InvalidArgument,
+    LeaseError,
     LeaseLost,
     LeaseNotHeld,
     LeaseTimeout,
@@ -292,3 +293,17 @@ async def _until_queued(boss: object, count: int, gpu: int = 0) -> None:
     while len((await boss.snapshot())[gpu].waiting) < count:
         assert time.monotonic() < deadline, f"never saw {count} waiters"
         await asyncio.sleep(0.01)
+
+
+async def test_a_key_of_another_type_under_the_prefix_is_a_lease_error(
+    make_boss: BossFactory, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    boss = make_boss()
+    await boss.connect()
+    raw = redis_server.client()
+    try:
+        raw.set(f"{redis_prefix}gpu:0:leases", "not a sorted set")
+    finally:
+        raw.close()
+    with pytest.raises(LeaseError, match=r"Redis refused admission.*used by something else"):
+        await boss.acquire(100, "m", gpu=0)

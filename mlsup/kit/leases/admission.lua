@@ -12,9 +12,10 @@ local ttl, grace, waiter_ttl = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(
 local tomb, max_candidates, mode = tonumber(ARGV[15]), tonumber(ARGV[16]), ARGV[17]
 local now = now_ms()
 
-local capacity = redis.call('GET', gpu_key(gpu, 'capacity'))
-if not capacity then return {'nogpu'} end
-capacity = tonumber(capacity)
+-- Both GPU values in one call (each redis.call costs more than the command it runs).
+local gpu_values = redis.call('MGET', gpu_key(gpu, 'capacity'), gpu_key(gpu, 'settle_until'))
+if not gpu_values[1] then return {'nogpu'} end
+local capacity = tonumber(gpu_values[1])
 if vram > capacity then return {'too_big', capacity} end
 
 local holders, purged, next_event = purge(gpu, now, tomb)
@@ -26,12 +27,13 @@ local qk = gpu_key(gpu, 'queue')
 
 local function grant()
   local epoch = redis.call('INCR', gpu_key(gpu, 'epoch'))
-  redis.call('HSET', lk, 'vram_mb', vram, 'priority', prio, 'model_id', ARGV[7],
+  -- The arguments as given, not their numbers: Lua would format those back (slow).
+  redis.call('HSET', lk, 'vram_mb', ARGV[5], 'priority', ARGV[6], 'model_id', ARGV[7],
     'owner', ARGV[8], 'pid', ARGV[9], 'host', ARGV[10], 'start', ARGV[11], 'created', now,
     'epoch', epoch, 'token', token, 'gpu', gpu)
   if ARGV[18] ~= '' then redis.call('HSET', lk, 'users', ARGV[18]) end
   redis.call('ZADD', gpu_key(gpu, 'leases'), now + ttl, id)
-  redis.call('SET', P .. 'boss:heartbeat:' .. id, '1', 'PX', ttl)
+  redis.call('SET', P .. 'boss:heartbeat:' .. id, '1', 'PX', ARGV[12])
   -- Skip the queue cleanup on the fast path (nobody waits): it is most of the script's cost.
   local was_queued = #waiters > 0 and redis.call('ZREM', qk, id) == 1
   if was_queued then
@@ -65,7 +67,7 @@ local blocked = false
 for _, w in ipairs(waiters) do
   if w.id ~= id and w.score < score then blocked = true end
 end
-local settle_until = tonumber(redis.call('GET', gpu_key(gpu, 'settle_until')) or '0')
+local settle_until = tonumber(gpu_values[2] or '0')
 local settling = now < settle_until
 
 if not blocked and not settling and used + vram <= capacity then return grant() end

@@ -204,9 +204,10 @@ class GPUBoss:
         check_request(self.capacities, vram_mb, model_id, gpu)
         if gpu is None:
             gpu = await self._choose_gpu(vram_mb, priority)
+        secret = secrets.token_hex(24)  # one read of the system's randomness: id, then token
         req = self.lease_request(
-            secrets.token_hex(8),
-            secrets.token_hex(16),
+            secret[:16],
+            secret[16:],
             gpu=gpu,
             vram_mb=vram_mb,
             priority=priority,
