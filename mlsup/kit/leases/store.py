@@ -52,7 +52,12 @@ class LeaseStore:
         self.timing = timing
         # No socket timeout: BLPOP legitimately blocks; every wait has its own bound.
         self._client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
-        self._execute: Callable[..., Awaitable[Any]] = self._client.execute_command
+        # The scripts run one at a time on a connection of their own, held (no pool round
+        # per call; Redis runs scripts one at a time anyway). BLPOP, pub/sub and the rest
+        # use the pool.
+        self._scripts_client: aioredis.Redis = self._client.client()
+        self._scripts_lock = asyncio.Lock()
+        self._execute: Callable[..., Awaitable[Any]] = self._scripts_client.execute_command
         self._sha = {s: hashlib.sha1(source(s).encode()).hexdigest() for s in Script}
         # The arguments that never change, encoded once (they are on every call's path).
         t = timing
@@ -70,6 +75,7 @@ class LeaseStore:
 
     async def close(self) -> None:
         """Close the connections."""
+        await self._scripts_client.aclose()
         await self._client.aclose()
 
     async def _run(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -99,17 +105,33 @@ class LeaseStore:
     async def _script(self, script: Script, *args: str | int | bytes) -> Any:
         # EVALSHA by hand rather than through redis-py's Script (less Python per call).
         sha = self._sha[script]
+        async with self._scripts_lock:
+            await self._check_scripts_connection()
+            try:
+                return await self._execute("EVALSHA", sha, 0, self._prefix, *args)
+            except redis.exceptions.NoScriptError:
+                pass  # Redis forgot it (a restart): load it, then run it once more
+            except redis.exceptions.RedisError as exc:
+                raise self._error(script.value, exc) from exc
+            await self._run("SCRIPT LOAD", lambda: self._client.script_load(source(script)))
+            return await self._run(
+                script.value,
+                lambda: self._execute("EVALSHA", sha, 0, self._prefix, *args),
+            )
+
+    async def _check_scripts_connection(self) -> None:
+        """Drop the held connection if the server closed it (a restart) or left data unread,
+        as the pool does before it lends one: the next command then connects afresh instead
+        of failing. Called under the lock, so no command of ours is in flight on it."""
+        conn = self._scripts_client.connection
+        if conn is None or not conn.is_connected:
+            return
         try:
-            return await self._execute("EVALSHA", sha, 0, self._prefix, *args)
-        except redis.exceptions.NoScriptError:
-            pass  # Redis forgot it (a restart): load it, then run it once more
-        except redis.exceptions.RedisError as exc:
-            raise self._error(script.value, exc) from exc
-        await self._run("SCRIPT LOAD", lambda: self._client.script_load(source(script)))
-        return await self._run(
-            script.value,
-            lambda: self._execute("EVALSHA", sha, 0, self._prefix, *args),
-        )
+            stale = await conn.can_read()
+        except (redis.exceptions.ConnectionError, OSError):
+            stale = True
+        if stale:
+            await conn.disconnect()
 
     async def ping(self) -> None:
         """Check that Redis answers."""
