@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.connection import AbstractConnection
 
 from mlsup import defaults
 from mlsup.errors import LeaseError, TransportError
@@ -52,16 +53,21 @@ class LeaseStore:
         self.timing = timing
         # No socket timeout: BLPOP legitimately blocks; every wait has its own bound.
         self._client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
-        # The scripts run one at a time on a connection of their own, held (no pool round
-        # per call; Redis runs scripts one at a time anyway). BLPOP, pub/sub and the rest
-        # use the pool.
-        self._scripts_client: aioredis.Redis = self._client.client()
+        # The scripts run one at a time on a connection of their own, held and written to
+        # directly (no pool round and no command machinery per call; Redis runs scripts one
+        # at a time anyway). BLPOP, pub/sub and the rest use the pool.
+        self._scripts_conn: AbstractConnection | None = None
         self._scripts_lock = asyncio.Lock()
-        self._execute: Callable[..., Awaitable[Any]] = self._scripts_client.execute_command
         self._sha = {s: hashlib.sha1(source(s).encode()).hexdigest() for s in Script}
+        self._evalsha_head = {
+            script: _bulk(b"EVALSHA", sha.encode(), b"0") for script, sha in self._sha.items()
+        }
+        self._lend: Callable[[], Awaitable[AbstractConnection]] = (
+            self._client.connection_pool.get_connection
+        )
         # The arguments that never change, encoded once (they are on every call's path).
         t = timing
-        self._prefix = self.keys.prefix.encode()
+        self._prefix_bulk = _bulk(self.keys.prefix)
         self._admit_tail = _encoded(
             t.ms(t.ttl_s), t.ms(t.grace_s), t.ms(t.waiter_ttl_s), t.ms(t.tombstone_s),
             defaults.PREEMPT_MAX_CANDIDATES,
@@ -75,8 +81,7 @@ class LeaseStore:
 
     async def close(self) -> None:
         """Close the connections."""
-        await self._scripts_client.aclose()
-        await self._client.aclose()
+        await self._client.aclose()  # the held connection too: it is the pool's
 
     async def _run(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -103,35 +108,36 @@ class LeaseStore:
         )
 
     async def _script(self, script: Script, *args: str | int | bytes) -> Any:
-        # EVALSHA by hand rather than through redis-py's Script (less Python per call).
-        sha = self._sha[script]
+        # EVALSHA packed here and sent on the held connection (see __init__).
+        command = [self._evalsha_head[script], self._prefix_bulk, _bulk(*args)]
+        header = b"*%d\r\n" % (4 + len(args))
         async with self._scripts_lock:
-            await self._check_scripts_connection()
             try:
-                return await self._execute("EVALSHA", sha, 0, self._prefix, *args)
+                return await self._send(header, command)
             except redis.exceptions.NoScriptError:
                 pass  # Redis forgot it (a restart): load it, then run it once more
             except redis.exceptions.RedisError as exc:
                 raise self._error(script.value, exc) from exc
             await self._run("SCRIPT LOAD", lambda: self._client.script_load(source(script)))
-            return await self._run(
-                script.value,
-                lambda: self._execute("EVALSHA", sha, 0, self._prefix, *args),
-            )
+            return await self._run(script.value, lambda: self._send(header, command))
 
-    async def _check_scripts_connection(self) -> None:
-        """Drop the held connection if the server closed it (a restart) or left data unread,
-        as the pool does before it lends one: the next command then connects afresh instead
-        of failing. Called under the lock, so no command of ours is in flight on it."""
-        conn = self._scripts_client.connection
-        if conn is None or not conn.is_connected:
-            return
-        try:
-            stale = await conn.can_read()
-        except (redis.exceptions.ConnectionError, OSError):
-            stale = True
-        if stale:
-            await conn.disconnect()
+    async def _send(self, header: bytes, command: list[bytes]) -> Any:
+        """One command on the held connection, and its reply (a Redis error is raised)."""
+        conn = self._scripts_conn
+        if conn is None:
+            conn = self._scripts_conn = await self._lend()
+        elif conn.is_connected:
+            # As the pool does before it lends a connection: one the server closed (a
+            # restart) or left data on is reopened, not failed on. No command of ours is in
+            # flight on it (the lock), so unread data means a broken exchange.
+            try:
+                stale = await conn.can_read()
+            except (redis.exceptions.ConnectionError, OSError):
+                stale = True
+            if stale:
+                await conn.disconnect()
+        await conn.send_packed_command([header, *command], check_health=False)
+        return await conn.read_response()
 
     async def ping(self) -> None:
         """Check that Redis answers."""
@@ -249,6 +255,15 @@ def uptime_lower_bound_ms(uptime_s: int) -> int:
 
 def _encoded(*values: int) -> tuple[bytes, ...]:
     return tuple(str(v).encode() for v in values)
+
+
+def _bulk(*args: str | int | bytes) -> bytes:
+    """``args`` as RESP bulk strings (the arguments of a command, after its ``*n`` header)."""
+    out = []
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
 
 
 def _being_cancelled() -> bool:
