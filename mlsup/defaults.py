@@ -114,6 +114,9 @@ CRASH_REPORT_WAIT_S = 2.0
 HEARTBEAT_INTERVAL_S = 1.0
 #: Time between SIGTERM and SIGKILL when stopping a worker (seconds).
 TERMINATE_GRACE_S = 5.0
+#: How long a restarted supervisor waits for its predecessor's orphan workers to end after
+#: SIGKILL before it releases their leases (seconds); one still running keeps its lease.
+ORPHAN_EXIT_WAIT_S = 5.0
 #: Restart backoff (seconds): a first crash respawns at once; the second waits the initial
 #: delay, each further one ``factor`` times longer, up to the cap.
 RESTART_BACKOFF_INITIAL_S = 0.5

@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,14 @@ from mlsup.errors import BenchmarkError, MlsupError
 from mlsup.ipc.wire import SEGMENT_NAME
 from mlsup.process_identity import same_process
 
-__all__ = ["CallLoad", "PrivateRedis", "dead_owner_segments", "descendants", "still_running"]
+__all__ = [
+    "CallLoad",
+    "LeaseWatch",
+    "PrivateRedis",
+    "dead_owner_segments",
+    "descendants",
+    "still_running",
+]
 
 #: A call counts as overrunning its deadline past this much (seconds): issue 14's bound.
 OVERRUN_S = 0.1
@@ -134,6 +142,51 @@ class CallLoad:
         """Seconds from moment until the first call started after it was answered."""
         ends = [t + took for t, took, out in self.calls if out is None and t >= moment]
         return min(ends) - moment if ends else None
+
+
+@dataclass
+class LeaseWatch:
+    """When a lease was first seen free and its worker last seen alive, from one polling loop.
+
+    Each round looks at the lease first, then at the worker: a worker seen alive *after* its
+    lease was seen free ran unleased for at least the time between the two looks (the lease
+    was free by the end of its look; the worker alive at the start of its own). Looking the
+    other way round, or in two loops, counts the time between two looks even when the worker
+    had ended in between.
+    """
+
+    lease_free_at: float | None = None
+    worker_seen_at: float | None = None  #: the start of the last look that saw it alive
+    worker_gone_at: float | None = None
+
+    def observe(
+        self, lease_free: Callable[[], bool], worker_alive: Callable[[], bool], timeout: float
+    ) -> LeaseWatch:
+        """Poll both until the lease is free and the worker gone, or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while self.lease_free_at is None or self.worker_gone_at is None:
+            if self.lease_free_at is None and lease_free():
+                self.lease_free_at = time.monotonic()
+            looked = time.monotonic()
+            if self.worker_gone_at is None:
+                if worker_alive():
+                    self.worker_seen_at = looked
+                else:
+                    self.worker_gone_at = time.monotonic()
+            if looked > deadline:
+                break
+            time.sleep(0.002)
+        return self
+
+    @property
+    def unleased_s(self) -> float | None:
+        """Seconds the worker surely ran with its lease free (None: the lease was never seen
+        free)."""
+        if self.lease_free_at is None:
+            return None
+        if self.worker_seen_at is None:
+            return 0.0
+        return max(0.0, self.worker_seen_at - self.lease_free_at)
 
 
 def descendants(pid: int) -> set[int]:

@@ -38,6 +38,7 @@ from mlsup.kit.leases import GPUBoss, LeaseTiming, PreemptionRequest, Priority
 from mlsup.kit.loaders import get_loader
 from mlsup.kit.vram_usage import vram_usage
 from mlsup.kit.worker import run_worker
+from mlsup.process_identity import ProcessIdentity
 from mlsup.supervisor import recovery
 from mlsup.supervisor.config import SupervisorConfig
 from mlsup.supervisor.control import ControlPlane
@@ -120,6 +121,7 @@ class Supervisor:
         self._lock.acquire()
         try:
             stale_leases = recovery.previous_leases(self.paths)
+            stale_workers = recovery.previous_workers(self.paths)
             for line in recovery.reap_previous(self.paths):
                 self.log(f"recovery: {line}")
             self.paths.logs.mkdir(mode=defaults.RUNTIME_DIR_MODE, exist_ok=True)
@@ -139,7 +141,7 @@ class Supervisor:
             prefix = self.config.manifest.redis.prefix
             self._boss = GPUBoss(url, prefix, devices, timing=timing)
             await self._boss.connect()
-            for line in await recovery.release_previous(self._boss, stale_leases):
+            for line in await recovery.release_previous(self._boss, stale_leases, stale_workers):
                 self.log(f"recovery: {line}")
             models = [(s.loader, s.path) for s in self.config.manifest.models.values()]
             # Ready only once the template is: started on this (main) thread, whose end is the
@@ -358,6 +360,12 @@ class Supervisor:
         worker = WorkerProcess(self._context, run_worker, to_wire(config))
         record.mark("spawned")
         await start_off_loop(worker)
+        if worker.start_token:  # the lease outlives us while its worker runs (see leases.owner)
+            user = ProcessIdentity(worker.pid, worker.start_token)
+            try:
+                await self.boss.set_users(record.lease, [user])
+            except (LeaseError, TransportError) as exc:  # lost: the next Tick drains it
+                self.log(f"{record.id}: worker pid {user.pid} not recorded on its lease: {exc}")
         run.process = worker
         self.save_state()
         self.log(

@@ -7,7 +7,9 @@ start time matches, so that a reused pid is never hit), removes their sockets an
 their shared memory. The state file also lists the dead one's leases with their tokens: the
 new supervisor releases them as soon as it is connected, so that ``mlsup leases`` is true at
 once (the lease layer would reap them only when someone looks or needs the space, and never
-those recorded from another host, a container restarted under a new name).
+those recorded from another host, a container restarted under a new name). A lease is released
+only once its model's old worker has ended: killed orphans are waited for
+(``ORPHAN_EXIT_WAIT_S``), and one that still runs keeps its lease until that expires.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import fcntl
 import json
 import os
 import signal
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import IO, TYPE_CHECKING
 
+from mlsup import defaults
 from mlsup.errors import ConfigError, LeaseError, TransportError
 from mlsup.ipc.shm import sweep_orphans
 from mlsup.kit.leases import GPUBoss, GPULease, Priority
@@ -36,6 +40,7 @@ __all__ = [
     "RunLock",
     "WorkerRecord",
     "previous_leases",
+    "previous_workers",
     "reap_previous",
     "release_previous",
     "save_records",
@@ -150,10 +155,40 @@ def previous_leases(paths: RuntimePaths) -> list[LeaseRecord]:
         return []  # none, or unreadable: reap_previous says so
 
 
-async def release_previous(boss: GPUBoss, leases: list[LeaseRecord]) -> list[str]:
-    """Release the dead supervisor's leases with their tokens; returns what was done."""
+def previous_workers(paths: RuntimePaths) -> list[WorkerRecord]:
+    """The workers a supervisor that died here recorded (read before :func:`reap_previous`)."""
+    try:
+        data = json.loads(paths.state.read_text(encoding="utf-8"))
+        return [WorkerRecord(**worker) for worker in data.get("workers", [])]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []  # none, or unreadable: reap_previous says so
+
+
+def still_in_use(
+    leases: Iterable[LeaseRecord],
+    workers: Iterable[WorkerRecord],
+    alive: Callable[[int, str], bool],
+) -> set[str]:
+    """The ids of the leases whose model still has a worker that is ``alive(pid, start)``:
+    its VRAM is in use, so the lease must not be released. Pure."""
+    busy = {w.model for w in workers if w.start_token and alive(w.pid, w.start_token)}
+    return {lease.lease_id for lease in leases if lease.model in busy}
+
+
+async def release_previous(
+    boss: GPUBoss, leases: list[LeaseRecord], workers: list[WorkerRecord]
+) -> list[str]:
+    """Release the dead supervisor's leases with their tokens, except those whose old worker
+    still runs (:func:`still_in_use`); returns what was done."""
     done = []
+    busy = still_in_use(leases, workers, same_process)
     for record in leases:
+        if record.lease_id in busy:
+            done.append(
+                f"kept lease {record.lease_id} of {record.model}: the previous supervisor's "
+                "worker still runs on it (it expires unless renewed)"
+            )
+            continue
         lease = GPULease(
             id=record.lease_id,
             token=record.token,
@@ -188,10 +223,19 @@ def reap_previous(paths: RuntimePaths) -> list[str]:
     except (ValueError, TypeError) as exc:
         done.append(f"ignored an unreadable state file: {exc}")
         records = []
+    killed = []
     for record in records:
         if record.start_token and same_process(record.pid, record.start_token):
             kill_group(record.pid, signal.SIGKILL)
+            killed.append(record)
             done.append(f"killed orphan worker {record.model} (pid {record.pid})")
+    # Their leases are released next: only once they have ended (their VRAM is theirs till then).
+    deadline = time.monotonic() + defaults.ORPHAN_EXIT_WAIT_S
+    while killed and time.monotonic() < deadline:
+        killed = [r for r in killed if same_process(r.pid, r.start_token)]
+        if killed:
+            time.sleep(defaults.LIVENESS_SLICE_S)
+    done += [f"orphan worker {r.model} (pid {r.pid}) still runs after SIGKILL" for r in killed]
     for socket in paths.root.glob("w-*.sock"):
         socket.unlink(missing_ok=True)
         done.append(f"removed stale socket {socket.name}")

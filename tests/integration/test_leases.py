@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -11,6 +12,7 @@ from mlsup.errors import (
     CapacityExceeded,
     DeviceError,
     InvalidArgument,
+    LeaseError,
     LeaseLost,
     LeaseNotHeld,
     LeaseTimeout,
@@ -292,3 +294,38 @@ async def _until_queued(boss: object, count: int, gpu: int = 0) -> None:
     while len((await boss.snapshot())[gpu].waiting) < count:
         assert time.monotonic() < deadline, f"never saw {count} waiters"
         await asyncio.sleep(0.01)
+
+
+async def test_a_key_of_another_type_under_the_prefix_is_a_lease_error(
+    make_boss: BossFactory, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    boss = make_boss()
+    await boss.connect()
+    raw = redis_server.client()
+    try:
+        raw.set(f"{redis_prefix}gpu:0:leases", "not a sorted set")
+    finally:
+        raw.close()
+    with pytest.raises(LeaseError, match=r"Redis refused admission.*used by something else"):
+        await boss.acquire(100, "m", gpu=0)
+
+
+async def test_cancelled_script_calls_leave_the_held_connection_in_step(
+    make_boss: BossFactory,
+) -> None:
+    # Scripts share one held connection: a call cancelled mid-exchange must not leave its
+    # reply to be read as the next call's.
+    boss = make_boss()
+    await boss.connect()
+    for k in range(40):
+        task = asyncio.ensure_future(boss.acquire(100, "m", gpu=0))
+        for _ in range(k % 8):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await boss.release(await task)
+        snapshot = await boss.snapshot_gpu(0)
+        assert snapshot.capacity_mb == 1000
+        lease = await boss.acquire(100, "m", gpu=0)
+        assert lease.held
+        await boss.release(lease)

@@ -17,6 +17,7 @@ import pytest
 
 from mlsup.errors import MlsupError, ModelFailed
 from mlsup.kit.vram_usage import FAKE_VRAM_ENV
+from mlsup.process_identity import start_token
 from mlsup.testing.redis import TestRedis
 from mlsup.testing.vram import set_vram
 
@@ -102,6 +103,22 @@ def test_a_quick_restart_releases_the_dead_supervisors_leases_at_start(
     assert f"released lease {lease_id} of probe (200 MB on GPU 0)" in second.output()
     with second.client() as client:
         assert client.leases() == []
+
+
+def test_a_workers_process_is_recorded_on_its_lease_as_a_user(
+    supervisors: Any, redis_server: TestRedis, redis_prefix: str
+) -> None:
+    # The supervisor owns the lease; the worker uses the VRAM. A lease is reaped only once
+    # both are dead, so that a worker outliving a SIGKILLed supervisor never runs unleased.
+    supervisor = supervisors(manifest(redis_server.url, redis_prefix, PROBE))
+    with supervisor.client(timeout=30) as client:
+        loaded = client.load("probe")
+    raw = redis_server.client()
+    try:
+        users = raw.hget(f"{redis_prefix}lease:{loaded['lease_id']}", "users")
+    finally:
+        raw.close()
+    assert users is not None and users.decode() == f"{loaded['pid']}:{start_token(loaded['pid'])}"
 
 
 def _gone_within(pids: list[int], bound_s: float) -> list[int]:

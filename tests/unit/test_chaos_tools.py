@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mlsup.bench.chaos_tools import OVERRUN_S, CallLoad
+from mlsup.bench.chaos_tools import OVERRUN_S, CallLoad, LeaseWatch
 from mlsup.errors import RequestTimeout
 
 
@@ -56,3 +56,36 @@ def test_a_live_load_records_every_call() -> None:
     assert len(load.calls) >= 4
     assert {outcome for _, _, outcome in load.calls} == {"RequestTimeout"}
     assert load.hung == 0 and not load.running
+
+
+def scripted(*answers: bool) -> Any:
+    """A predicate that gives ``answers`` in turn, then the last one for ever."""
+    it = iter(answers)
+    last = [answers[-1]]
+
+    def answer() -> bool:
+        last[0] = next(it, last[0])
+        return last[0]
+
+    return answer
+
+
+def test_a_worker_seen_alive_after_its_lease_was_seen_free_ran_unleased() -> None:
+    watch = LeaseWatch().observe(scripted(True), scripted(True, True, True, False), timeout=5)
+    assert watch.lease_free_at is not None and watch.worker_gone_at is not None
+    unleased = watch.unleased_s
+    assert unleased is not None and unleased > 0
+
+
+def test_a_worker_gone_before_its_lease_was_seen_free_never_ran_unleased() -> None:
+    # The worker ends in the first round, the lease is seen free only in the third: the time
+    # between the looks is not counted (two sequential loops counted it).
+    watch = LeaseWatch().observe(scripted(False, False, True), scripted(False), timeout=5)
+    assert watch.unleased_s == 0.0
+    watch = LeaseWatch().observe(scripted(False, True), scripted(True, False), timeout=5)
+    assert watch.unleased_s == 0.0
+
+
+def test_a_lease_never_seen_free_has_no_figure() -> None:
+    watch = LeaseWatch().observe(scripted(False), scripted(False), timeout=0.05)
+    assert watch.unleased_s is None

@@ -1,9 +1,10 @@
 -- Admit one request on one GPU, or queue it fairly and ask lower priorities to yield.
 -- ARGV: prefix, gpu, id, token, vram_mb, priority, model_id, owner, pid, host, start,
---       ttl_ms, grace_ms, waiter_ttl_ms, tombstone_ms, max_candidates, mode ('new'|'readmit')
+--       ttl_ms, grace_ms, waiter_ttl_ms, tombstone_ms, max_candidates, mode ('new'|'readmit'),
+--       users ('' or the processes that use the VRAM, 'pid:start,...')
 -- Replies: {'nogpu'} | {'too_big', capacity} | {'granted', epoch, now, expiry}
---        | {'queued', blocked, retry_ms, victims, settling, id1, pid1, start1, ...}
---          (the trailing triples: this host's holders, for pid reaping by the caller)
+--        | {'queued', blocked, retry_ms, victims, settling, id1, pid1, start1, users1, ...}
+--          (the trailing quadruples: this host's holders, for pid reaping by the caller)
 --        | {'nofit', free} (readmit only) | {'notheld'} (readmit of an id held by another token)
 local gpu, id, token = ARGV[2], ARGV[3], ARGV[4]
 local vram, prio = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -11,9 +12,10 @@ local ttl, grace, waiter_ttl = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(
 local tomb, max_candidates, mode = tonumber(ARGV[15]), tonumber(ARGV[16]), ARGV[17]
 local now = now_ms()
 
-local capacity = redis.call('GET', gpu_key(gpu, 'capacity'))
-if not capacity then return {'nogpu'} end
-capacity = tonumber(capacity)
+-- Both GPU values in one call (each redis.call costs more than the command it runs).
+local gpu_values = redis.call('MGET', gpu_key(gpu, 'capacity'), gpu_key(gpu, 'settle_until'))
+if not gpu_values[1] then return {'nogpu'} end
+local capacity = tonumber(gpu_values[1])
 if vram > capacity then return {'too_big', capacity} end
 
 local holders, purged, next_event = purge(gpu, now, tomb)
@@ -25,11 +27,13 @@ local qk = gpu_key(gpu, 'queue')
 
 local function grant()
   local epoch = redis.call('INCR', gpu_key(gpu, 'epoch'))
-  redis.call('HSET', lk, 'vram_mb', vram, 'priority', prio, 'model_id', ARGV[7],
+  -- The arguments as given, not their numbers: Lua would format those back (slow).
+  redis.call('HSET', lk, 'vram_mb', ARGV[5], 'priority', ARGV[6], 'model_id', ARGV[7],
     'owner', ARGV[8], 'pid', ARGV[9], 'host', ARGV[10], 'start', ARGV[11], 'created', now,
     'epoch', epoch, 'token', token, 'gpu', gpu)
+  if ARGV[18] ~= '' then redis.call('HSET', lk, 'users', ARGV[18]) end
   redis.call('ZADD', gpu_key(gpu, 'leases'), now + ttl, id)
-  redis.call('SET', P .. 'boss:heartbeat:' .. id, '1', 'PX', ttl)
+  redis.call('SET', P .. 'boss:heartbeat:' .. id, '1', 'PX', ARGV[12])
   -- Skip the queue cleanup on the fast path (nobody waits): it is most of the script's cost.
   local was_queued = #waiters > 0 and redis.call('ZREM', qk, id) == 1
   if was_queued then
@@ -63,7 +67,7 @@ local blocked = false
 for _, w in ipairs(waiters) do
   if w.id ~= id and w.score < score then blocked = true end
 end
-local settle_until = tonumber(redis.call('GET', gpu_key(gpu, 'settle_until')) or '0')
+local settle_until = tonumber(gpu_values[2] or '0')
 local settling = now < settle_until
 
 if not blocked and not settling and used + vram <= capacity then return grant() end
@@ -102,11 +106,12 @@ local retry = -1
 if next_event then retry = next_event - now end
 local reply = {'queued', blocked and 1 or 0, retry, #victims, settling and 1 or 0}
 for _, h in ipairs(holders) do
-  local f = redis.call('HMGET', P .. 'lease:' .. h.id, 'host', 'pid', 'start')
+  local f = redis.call('HMGET', P .. 'lease:' .. h.id, 'host', 'pid', 'start', 'users')
   if f[1] == ARGV[10] then
     reply[#reply + 1] = h.id
     reply[#reply + 1] = f[2]
     reply[#reply + 1] = f[3]
+    reply[#reply + 1] = f[4] or ''
   end
 end
 return reply

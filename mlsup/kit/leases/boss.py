@@ -29,20 +29,20 @@ from mlsup.errors import (
 from mlsup.kit.devices import Device, cpu_budget_devices, inventory
 from mlsup.kit.leases.acquire import AcquireCall
 from mlsup.kit.leases.lease import GPULease
-from mlsup.kit.leases.owner import OwnerIdentity
+from mlsup.kit.leases.owner import HolderIdentity, OwnerIdentity, encode_users
 from mlsup.kit.leases.policy import best_fit
 from mlsup.kit.leases.preemption import PreemptionManager
 from mlsup.kit.leases.priority import Priority
 from mlsup.kit.leases.push import PreemptPush, PushedPreempt
 from mlsup.kit.leases.renewal import Renewer
 from mlsup.kit.leases.request_check import check_request
-from mlsup.kit.leases.results import AdmitOutcome, HolderIdentity, LeaseRequest, RenewOutcome
+from mlsup.kit.leases.results import AdmitOutcome, LeaseRequest, RenewOutcome
 from mlsup.kit.leases.snapshot import GpuSnapshot, gpu_snapshot
 from mlsup.kit.leases.store import LeaseStore
 from mlsup.kit.leases.timing import LeaseTiming
 from mlsup.kit.leases.workstation import boss_defaults
 from mlsup.kit.redis_url import resolve_redis_url
-from mlsup.process_identity import same_process
+from mlsup.process_identity import ProcessIdentity, same_process
 
 __all__ = ["AcquireCall", "GPUBoss"]  # AcquireCall: re-exported from .acquire
 
@@ -204,9 +204,10 @@ class GPUBoss:
         check_request(self.capacities, vram_mb, model_id, gpu)
         if gpu is None:
             gpu = await self._choose_gpu(vram_mb, priority)
+        secret = secrets.token_hex(24)  # one read of the system's randomness: id, then token
         req = self.lease_request(
-            secrets.token_hex(8),
-            secrets.token_hex(16),
+            secret[:16],
+            secret[16:],
             gpu=gpu,
             vram_mb=vram_mb,
             priority=priority,
@@ -267,20 +268,14 @@ class GPUBoss:
         vram_mb: int,
         priority: Priority,
         model_id: str,
+        users: str = "",
     ) -> LeaseRequest:
         """What admission records for a lease owned by this process."""
+        owner = self.owner
         return LeaseRequest(
-            id=lease_id,
-            token=token,
-            gpu=gpu,
-            vram_mb=vram_mb,
-            priority=priority,
-            model_id=model_id,
-            owner=self.owner.label,
-            pid=self.owner.pid,
-            host=self.owner.host,
-            start=self.owner.start,
-        )
+            lease_id, token, gpu, vram_mb, priority, model_id,
+            owner.label, owner.pid, owner.host, owner.start, users,
+        )  # fmt: skip
 
     def _granted(self, req: LeaseRequest, epoch: int) -> GPULease:
         lease = GPULease(
@@ -297,11 +292,11 @@ class GPUBoss:
         return lease
 
     async def _reap_dead(self, holders: Iterable[HolderIdentity]) -> bool:
-        """Reap the leases of this host's dead owners; True if any was reaped."""
+        """Reap this host's leases whose owner and users are all dead; True if any was."""
         reaped = False
         for holder in holders:
-            if not same_process(holder.pid, holder.start):
-                reaped |= await self.store.reap(holder.lease_id, holder.pid, holder.start)
+            if holder.dead(same_process):
+                reaped |= await self.store.reap(holder)
         return reaped
 
     def _not_held(self, lease: GPULease, action: str) -> LeaseNotHeld:
@@ -331,6 +326,19 @@ class GPUBoss:
             lease.mark_lost(result.reason)
         lease.released = True
         self._forget(lease)
+
+    async def set_users(self, lease: GPULease, users: Iterable[ProcessIdentity]) -> None:
+        """Record the processes that use the lease's VRAM (replacing those recorded): while
+        one of them runs, the lease is not reaped when this process dies. Raises
+        :class:`LeaseLost` if the lease is gone, :class:`LeaseNotHeld` if not held."""
+        users = tuple(users)
+        result = await self.store.set_users(lease.id, lease.token, encode_users(users))
+        if result.outcome is RenewOutcome.LOST:
+            self._forget(lease)
+            raise lease.mark_lost(result.reason)
+        if result.outcome is RenewOutcome.NOT_HELD:
+            raise self._not_held(lease, "record the users of")
+        lease.users = users
 
     async def renew(self, lease: GPULease) -> None:
         """Renew now (the background task does it anyway). Raises :class:`LeaseLost` if the
@@ -370,7 +378,7 @@ class GPUBoss:
         """One GPU's live leases and queue, after purging and reaping dead local owners."""
         listing = await self.store.sweep(gpu)
         local = [
-            HolderIdentity(f["id"], int(f["pid"]), f["start"])
+            HolderIdentity(f["id"], int(f["pid"]), f["start"], f.get("users", ""))
             for f in listing[2]
             if f.get("host") == self.owner.host
         ]

@@ -8,7 +8,8 @@ key                             type         meaning
 ``gpu:{i}:leases``              sorted set   lease id -> expiry (ms, Redis ``TIME``)
 ``lease:{id}``                  hash         vram_mb, priority, model_id, owner, pid, host,
                                              start (owner process start time), created, epoch,
-                                             token, gpu, preempt_deadline (when asked to yield)
+                                             token, gpu, preempt_deadline (when asked to yield),
+                                             users (processes on its VRAM: ``pid:start,...``)
 ``boss:heartbeat:{id}``         string, TTL  alive marker of the holder, refreshed on renewal
 ``boss:preempt:{id}``           string, TTL  ``deadline_ms|priority|requester``: asked to yield
 ``gpu:{i}:capacity``            string       budget in MB (NVML or configuration)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from mlsup.errors import LeaseLost, UsageError
 from mlsup.kit.leases.priority import Priority
+from mlsup.process_identity import ProcessIdentity
 
 if TYPE_CHECKING:
     from mlsup.kit.leases.preemption import PreemptionManager
@@ -53,6 +54,7 @@ class GPULease:
     ``lost`` is None while the lease is good and the :class:`LeaseLost` error once it is gone
     (expired, revoked after preemption, reaped, or lost by Redis); :meth:`check` raises it.
     ``epoch`` is the GPU's fencing counter at grant (re-registration gives a new one).
+    ``users`` are the processes that use its VRAM, as recorded by :meth:`GPUBoss.set_users`.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class GPULease:
         self.model_id = model_id
         self.epoch = epoch
         self.lost: LeaseLost | None = None
+        self.users: tuple[ProcessIdentity, ...] = ()
         self.released = False
         self.preemption: PreemptionRequest | None = None
         self.renewed_at = time.monotonic()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from mlsup import defaults
 from mlsup.errors import LeaseLost, TransportError
 from mlsup.kit.leases.lease import GPULease
+from mlsup.kit.leases.owner import encode_users
 from mlsup.kit.leases.results import AdmitOutcome, RenewOutcome
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class Renewer:
             vram_mb=lease.vram_mb,
             priority=lease.priority,
             model_id=lease.model_id,
+            users=encode_users(lease.users),
         )
         result = await self.boss.store.admit(req, readmit=True)
         if result.outcome is AdmitOutcome.NO_GPU:

@@ -6,12 +6,12 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlsup.kit.leases.owner import HolderIdentity
 from mlsup.kit.leases.priority import Priority
 
 __all__ = [
     "AdmitOutcome",
     "AdmitResult",
-    "HolderIdentity",
     "LeaseRequest",
     "PreemptNotice",
     "RenewOutcome",
@@ -35,15 +35,7 @@ class LeaseRequest:
     pid: int
     host: str
     start: str
-
-
-@dataclass(frozen=True)
-class HolderIdentity:
-    """A holder on this host, as the admission script reports it for pid reaping."""
-
-    lease_id: str
-    pid: int
-    start: str
+    users: str = ""  #: the processes that use its VRAM (:func:`owner.encode_users`)
 
 
 class AdmitOutcome(enum.Enum):
@@ -86,8 +78,8 @@ def parse_admit(reply: list[Any]) -> AdmitResult:
     if outcome is AdmitOutcome.QUEUED:
         rest = reply[5:]
         holders = tuple(
-            HolderIdentity(str(rest[i]), int(rest[i + 1]), str(rest[i + 2]))
-            for i in range(0, len(rest) - 2, 3)
+            HolderIdentity(str(rest[i]), int(rest[i + 1]), str(rest[i + 2]), str(rest[i + 3]))
+            for i in range(0, len(rest) - 3, 4)
         )
         return AdmitResult(
             outcome,

@@ -22,6 +22,7 @@ class Script(enum.Enum):
     RELEASE = "release"
     RESIZE = "resize"
     REAP = "reap"
+    USERS = "users"
     LEAVE = "leave"
     SWEEP = "sweep"
     PUBLISH = "publish"

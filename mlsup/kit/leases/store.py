@@ -7,15 +7,18 @@ waiter's wake list, or an INFO. Decisions live in the scripts (atomic) and in :m
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.connection import AbstractConnection
 
 from mlsup import defaults
 from mlsup.errors import LeaseError, TransportError
 from mlsup.kit.leases.keys import LeaseKeys
+from mlsup.kit.leases.owner import HolderIdentity
 from mlsup.kit.leases.results import (
     AdmitResult,
     LeaseRequest,
@@ -50,14 +53,26 @@ class LeaseStore:
         self.timing = timing
         # No socket timeout: BLPOP legitimately blocks; every wait has its own bound.
         self._client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
-        self._scripts = {s: self._client.register_script(source(s)) for s in Script}
-        # The arguments that never change, converted once (they are on every call's path).
+        # The scripts run one at a time on a connection of their own, held and written to
+        # directly (no pool round and no command machinery per call; Redis runs scripts one
+        # at a time anyway). BLPOP, pub/sub and the rest use the pool.
+        self._scripts_conn: AbstractConnection | None = None
+        self._scripts_lock = asyncio.Lock()
+        self._sha = {s: hashlib.sha1(source(s).encode()).hexdigest() for s in Script}
+        self._evalsha_head = {
+            script: _bulk(b"EVALSHA", sha.encode(), b"0") for script, sha in self._sha.items()
+        }
+        self._lend: Callable[[], Awaitable[AbstractConnection]] = (
+            self._client.connection_pool.get_connection
+        )
+        # The arguments that never change, encoded once (they are on every call's path).
         t = timing
-        self._admit_tail = (
+        self._prefix_bulk = _bulk(self.keys.prefix)
+        self._admit_tail = _encoded(
             t.ms(t.ttl_s), t.ms(t.grace_s), t.ms(t.waiter_ttl_s), t.ms(t.tombstone_s),
             defaults.PREEMPT_MAX_CANDIDATES,
         )  # fmt: skip
-        self._renew_tail = (t.ms(t.ttl_s), t.ms(t.tombstone_s))
+        self._renew_tail = _encoded(t.ms(t.ttl_s), t.ms(t.tombstone_s))
 
     @property
     def client(self) -> aioredis.Redis:
@@ -66,32 +81,63 @@ class LeaseStore:
 
     async def close(self) -> None:
         """Close the connections."""
-        await self._client.aclose()
+        await self._client.aclose()  # the held connection too: it is the pool's
 
     async def _run(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
             return await call()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        except redis.exceptions.RedisError as exc:
+            raise self._error(op, exc) from exc
+
+    def _error(self, op: str, exc: redis.exceptions.RedisError) -> BaseException:
+        """What to raise for a redis-py error during ``op``."""
+        if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
             if _being_cancelled():
                 # redis-py can turn a cancellation that lands mid-read into a connection
                 # error; translating it would swallow the cancellation (close() would hang).
-                raise asyncio.CancelledError from exc
-            raise TransportError(
+                return asyncio.CancelledError()
+            return TransportError(
                 f"Redis did not answer {op}: {exc}; check that it runs at {self.url} "
                 "(MLSUP_REDIS_URL, or `mlsup start` for the embedded one)",
                 url=self.url,
-            ) from exc
-        except redis.exceptions.RedisError as exc:
-            raise LeaseError(
-                f"Redis refused {op}: {exc}; "
-                f"is the key prefix {self.keys.prefix!r} used by something else?",
-                url=self.url,
-            ) from exc
+            )
+        return LeaseError(
+            f"Redis refused {op}: {exc}; "
+            f"is the key prefix {self.keys.prefix!r} used by something else?",
+            url=self.url,
+        )
 
-    async def _script(self, script: Script, *args: str | int) -> Any:
-        runner = self._scripts[script]
-        argv: list[str | int] = [self.keys.prefix, *args]
-        return await self._run(script.value, lambda: runner(keys=[], args=argv))
+    async def _script(self, script: Script, *args: str | int | bytes) -> Any:
+        # EVALSHA packed here and sent on the held connection (see __init__).
+        command = [self._evalsha_head[script], self._prefix_bulk, _bulk(*args)]
+        header = b"*%d\r\n" % (4 + len(args))
+        async with self._scripts_lock:
+            try:
+                return await self._send(header, command)
+            except redis.exceptions.NoScriptError:
+                pass  # Redis forgot it (a restart): load it, then run it once more
+            except redis.exceptions.RedisError as exc:
+                raise self._error(script.value, exc) from exc
+            await self._run("SCRIPT LOAD", lambda: self._client.script_load(source(script)))
+            return await self._run(script.value, lambda: self._send(header, command))
+
+    async def _send(self, header: bytes, command: list[bytes]) -> Any:
+        """One command on the held connection, and its reply (a Redis error is raised)."""
+        conn = self._scripts_conn
+        if conn is None:
+            conn = self._scripts_conn = await self._lend()
+        elif conn.is_connected:
+            # As the pool does before it lends a connection: one the server closed (a
+            # restart) or left data on is reopened, not failed on. No command of ours is in
+            # flight on it (the lock), so unread data means a broken exchange.
+            try:
+                stale = await conn.can_read()
+            except (redis.exceptions.ConnectionError, OSError):
+                stale = True
+            if stale:
+                await conn.disconnect()
+        await conn.send_packed_command([header, *command], check_health=False)
+        return await conn.read_response()
 
     async def ping(self) -> None:
         """Check that Redis answers."""
@@ -118,6 +164,7 @@ class LeaseStore:
             req.start,
             *self._admit_tail,
             "readmit" if readmit else "new",
+            req.users,
         )
         return parse_admit(reply)
 
@@ -137,10 +184,18 @@ class LeaseStore:
         )
         return parse_renew(reply)
 
-    async def reap(self, lease_id: str, pid: int, start: str) -> bool:
-        """Delete a lease whose owner (pid + start time) is dead; False if it changed owner."""
+    async def reap(self, holder: HolderIdentity) -> bool:
+        """Delete a lease whose owner and users are dead, as ``holder`` recorded them; False
+        if the lease changed owner or users since (or is gone)."""
         tomb = self.timing.ms(self.timing.tombstone_s)
-        return bool(await self._script(Script.REAP, lease_id, pid, start, tomb))
+        reply = await self._script(
+            Script.REAP, holder.lease_id, holder.pid, holder.start, holder.users, tomb
+        )
+        return bool(reply)
+
+    async def set_users(self, lease_id: str, token: str, users: str) -> RenewResult:
+        """Record the processes that use a lease's VRAM (``owner.encode_users``)."""
+        return parse_renew(await self._script(Script.USERS, lease_id, token, users))
 
     async def leave(self, gpu: int, lease_id: str) -> None:
         """Take a waiter out of its queue (it gave up)."""
@@ -196,6 +251,19 @@ def uptime_lower_bound_ms(uptime_s: int) -> int:
     the real uptime; the price is a settle window up to one second longer.
     """
     return max(0, uptime_s - 1) * 1000
+
+
+def _encoded(*values: int) -> tuple[bytes, ...]:
+    return tuple(str(v).encode() for v in values)
+
+
+def _bulk(*args: str | int | bytes) -> bytes:
+    """``args`` as RESP bulk strings (the arguments of a command, after its ``*n`` header)."""
+    out = []
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
 
 
 def _being_cancelled() -> bool:
