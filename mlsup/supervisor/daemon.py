@@ -38,6 +38,7 @@ from mlsup.kit.leases import GPUBoss, LeaseTiming, PreemptionRequest, Priority
 from mlsup.kit.loaders import get_loader
 from mlsup.kit.vram_usage import vram_usage
 from mlsup.kit.worker import run_worker
+from mlsup.kit.worker_runtime import template_environment
 from mlsup.supervisor import recovery
 from mlsup.supervisor.config import SupervisorConfig
 from mlsup.supervisor.control import ControlPlane
@@ -144,7 +145,8 @@ class Supervisor:
             models = [(s.loader, s.path) for s in self.config.manifest.models.values()]
             # Ready only once the template is: started on this (main) thread, whose end is the
             # supervisor's, then awaited off the loop, before the control plane binds.
-            launch_template(self._context, models)
+            with template_environment():  # the runtimes' thread settings, read at import
+                launch_template(self._context, models)
             await asyncio.to_thread(wait_for_template, self._context)
             ControlPlane(self).register(self._server)
             self._server.bind()
