@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def test_closing_a_stream_stops_the_generation(
 ) -> None:
     limit = 100_000  # minutes of decoding, were it not stopped
     pieces = lm.generate("The quick brown", stream=True, max_tokens=limit)
-    assert isinstance(pieces, Iterator)
+    assert isinstance(pieces, Generator)
     next(pieces)
     pieces.close()  # what the server does when the caller went away
     assert "mlsup-hf-generate" not in [t.name for t in threading.enumerate()]
