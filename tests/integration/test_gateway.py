@@ -142,7 +142,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, redis_server: TestRedis) -
 def test_models_are_listed_with_kind_and_state(gateway: Gateway) -> None:
     client = gateway.client()
     listed = {m.id: m for m in client.models.list()}
-    assert set(listed) == {"smollm2", "minilm", "whisper", "image", "slow"}
+    assert set(listed) == {"smollm2", "minilm", "tinylm", "whisper", "image", "slow"}
     assert listed["smollm2"].kind == "gguf"  # type: ignore[attr-defined]
     assert {m.state for m in listed.values()} <= {"unloaded", "loading", "ready"}  # type: ignore[attr-defined]
     assert listed["whisper"].owned_by == "mlsup"
