@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from multiprocessing import forkserver
 from multiprocessing.context import BaseContext
 
+from mlsup.kit.worker_runtime import template_environment
 from mlsup.supervisor import template_warm
 from mlsup.supervisor.warm_names import warm_names
 
@@ -81,10 +82,12 @@ def launch_template(context: BaseContext, models: Iterable[tuple[str, str]]) -> 
     """
     models = list(models)
     context.set_forkserver_preload(preload_modules(loader for loader, _ in models))
-    # The forkserver inherits the environment at its start: the one way to hand it the names.
+    # The forkserver inherits the environment at its start: the one way to hand it the names,
+    # and the runtimes' thread settings (read when they are imported, in the template).
     os.environ[template_warm.ENV] = json.dumps(warm_names(models))
     try:
-        forkserver.ensure_running()
+        with template_environment():
+            forkserver.ensure_running()
     finally:
         os.environ.pop(template_warm.ENV, None)
 

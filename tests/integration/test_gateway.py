@@ -31,7 +31,13 @@ from mlsup.kit.loaders.whisper import SAMPLE_RATE
 from mlsup.testing.gateway import free_port, load_models, wait_for_gateway
 from mlsup.testing.redis import TestRedis
 from mlsup.testing.supervisor import RunningSupervisor, manifest
-from mlsup.testing.tiny_models import minilm_dir, smollm2_gguf, tiny_diffusion, tiny_whisper
+from mlsup.testing.tiny_models import (
+    minilm_dir,
+    smollm2_gguf,
+    tiny_causal_lm,
+    tiny_diffusion,
+    tiny_whisper,
+)
 
 KEY = "test-key"
 HI = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
@@ -54,6 +60,13 @@ path = "{minilm_dir()}"
 vram_mb = 400
 idle_timeout_s = 0
 options = {{ task = "embedding" }}
+
+[models.tinylm]
+loader = "hf"
+path = "{tiny_causal_lm()}"
+vram_mb = 100
+idle_timeout_s = 0
+options = {{ device = "cpu", task = "causal-lm" }}
 
 [models.whisper]
 loader = "whisper"
@@ -118,7 +131,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, redis_server: TestRedis) -
     try:
         wait_for_gateway(base, output=supervisor.output())  # a sidecar: up shortly after
         with mlsup.connect(supervisor.runtime) as sup:  # up front: tests do not time loads
-            load_models(sup, ("smollm2", "minilm", "whisper", "image"))
+            load_models(sup, ("smollm2", "minilm", "tinylm", "whisper", "image"))
         yield Gateway(supervisor, base)
     finally:
         supervisor.stop()
@@ -129,7 +142,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, redis_server: TestRedis) -
 def test_models_are_listed_with_kind_and_state(gateway: Gateway) -> None:
     client = gateway.client()
     listed = {m.id: m for m in client.models.list()}
-    assert set(listed) == {"smollm2", "minilm", "whisper", "image", "slow"}
+    assert set(listed) == {"smollm2", "minilm", "tinylm", "whisper", "image", "slow"}
     assert listed["smollm2"].kind == "gguf"  # type: ignore[attr-defined]
     assert {m.state for m in listed.values()} <= {"unloaded", "loading", "ready"}  # type: ignore[attr-defined]
     assert listed["whisper"].owned_by == "mlsup"
@@ -344,6 +357,27 @@ def test_a_client_leaving_a_stream_stops_the_generation(gateway: Gateway) -> Non
     while "stopped streaming 'complete.stream'" not in log.read_text():
         assert time.monotonic() < deadline, log.read_text()[-2000:]
         time.sleep(0.05)
+
+
+def test_a_client_leaving_an_hf_stream_stops_the_generation(gateway: Gateway) -> None:
+    """transformers generates in a thread of its own: closing the stream must stop it too (it
+    would otherwise run to max_tokens, beside the next request on the same model)."""
+    log = gateway.supervisor.runtime / "logs" / "tinylm.log"
+    limit = 100_000  # minutes of decoding, were it not stopped
+    body = {"model": "tinylm", "prompt": "hello", "max_tokens": limit, "temperature": 0,
+            "stream": True}  # fmt: skip
+    with gateway.http() as http, http.stream("POST", "/v1/completions", json=body) as stream:
+        first = next(stream.iter_lines())
+        assert first.startswith("data: {")
+    stopped = re.compile(r"stopped generating with \S+ after (\d+) new tokens")
+    deadline = time.monotonic() + 30
+    while (found := stopped.search(log.read_text())) is None:
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.05)
+    assert 1 <= int(found.group(1)) < limit
+    # The worker serves on, its model free for the next call.
+    again = gateway.client().completions.create(model="tinylm", prompt="hi", max_tokens=2)
+    assert again.choices[0].text is not None
 
 
 def test_a_worker_killed_mid_stream_ends_it_with_an_error_event(gateway: Gateway) -> None:

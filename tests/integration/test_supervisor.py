@@ -27,6 +27,7 @@ from mlsup.ipc.liveness import process_alive
 from mlsup.ipc.wire import Kind, decode
 from mlsup.kit.leases import SyncGPUBoss
 from mlsup.kit.loaders import ONNXLoader
+from mlsup.kit.worker_runtime import template_additions
 from mlsup.proxy import SupervisorProxy
 from mlsup.testing.loaders import ProbeModel
 from mlsup.testing.redis import TestRedis
@@ -74,6 +75,14 @@ def test_start_load_infer_status_stop(
     assert rows["probe"]["leased_mb"] == 200 and rows["probe"]["gpu"] == 0
     assert rows["mlp"]["measured_mb"] > 0
     pids = [rows["probe"]["pid"], rows["mlp"]["pid"]]
+    # Workers run their thread pools as mlsup.kit.worker_runtime says (the template's env).
+    expected = template_additions(os.environ)
+    for pid in pids:
+        environ = dict(
+            line.split(b"=", 1) for line in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if b"=" in line
+        )  # fmt: skip
+        assert {k: environ.get(k.encode(), b"").decode() for k in expected} == expected
     assert {lease["model"] for lease in leases_under(redis_server, redis_prefix)} == {
         "probe",
         "mlp",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import threading
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,23 @@ def test_embed_of_a_causal_lm(lm: HFModel) -> None:
 def test_stream_errors_are_raised_not_truncated(lm: HFModel) -> None:
     with pytest.raises(ModelLoadError):
         list(lm.generate("x", stream=True, max_tokens=4, num_beams="many"))
+
+
+def test_closing_a_stream_stops_the_generation(
+    lm: HFModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    limit = 100_000  # minutes of decoding, were it not stopped
+    pieces = lm.generate("The quick brown", stream=True, max_tokens=limit)
+    assert isinstance(pieces, Generator)
+    next(pieces)
+    pieces.close()  # what the server does when the caller went away
+    assert "mlsup-hf-generate" not in [t.name for t in threading.enumerate()]
+    found = re.search(r"after (\d+) new tokens: the stream was closed", capsys.readouterr().err)
+    assert found is not None and 1 <= int(found.group(1)) < limit
+    # The model is free again, and deterministic as before.
+    assert lm.generate("The quick brown", max_tokens=4) == lm.generate(
+        "The quick brown", max_tokens=4
+    )
 
 
 def test_estimate_from_safetensors(causal_lm_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -142,10 +143,15 @@ class HFModel:
         return str(self._tokenizer.decode(new, skip_special_tokens=True))
 
     def _stream(self, kwargs: dict[str, Any], seed: int | None) -> Iterator[str]:
+        """Generate in a thread, yielding its pieces. Closing the iterator (the server does when
+        the caller went away) stops the generation at its next token and waits for it: the
+        model serves one call at a time, and nobody reads the rest."""
         transformers = import_runtime("transformers", "hf")
         streamer = transformers.TextIteratorStreamer(
             self._tokenizer, skip_prompt=True, skip_special_tokens=True
         )
+        cancel = _Cancel(transformers)
+        kwargs["stopping_criteria"] = transformers.StoppingCriteriaList([cancel.criterion])
         failure: list[BaseException] = []
 
         def run() -> None:
@@ -159,12 +165,45 @@ class HFModel:
         thread = threading.Thread(target=run, name="mlsup-hf-generate", daemon=True)
         with backend_errors(self.path):
             thread.start()
-            for piece in streamer:
-                if piece:
-                    yield str(piece)
+            try:
+                for piece in streamer:
+                    if piece:
+                        yield str(piece)
+            except GeneratorExit:
+                cancel.event.set()  # generate stops at its next token
+                thread.join()
+                print(
+                    f"mlsup: stopped generating with {self.path.name} after {cancel.steps} new "
+                    "tokens: the stream was closed",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                raise
             thread.join()
             if failure:
                 raise failure[0]
+
+
+class _Cancel:
+    """A stopping criterion for ``generate`` that stops it once :attr:`event` is set, and
+    counts the decoding steps it was asked about (one per new token)."""
+
+    def __init__(self, transformers: Any) -> None:
+        self.event = threading.Event()
+        self.steps = 0
+        cancel = self
+
+        class Cancelled(transformers.StoppingCriteria):  # type: ignore[misc]
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                import torch
+
+                cancel.steps += 1
+                stop = cancel.event.is_set()
+                return torch.full(
+                    (input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device
+                )
+
+        self.criterion = Cancelled()
 
 
 class HFModelLoader(ModelLoader):
