@@ -7,10 +7,10 @@
 --          (the trailing quadruples: this host's holders, for pid reaping by the caller)
 --        | {'nofit', free} (readmit only) | {'notheld'} (readmit of an id held by another token)
 local gpu, id, token = ARGV[2], ARGV[3], ARGV[4]
-local vram, prio = tonumber(ARGV[5]), tonumber(ARGV[6])
-local ttl, grace, waiter_ttl = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
-local tomb, max_candidates, mode = tonumber(ARGV[15]), tonumber(ARGV[16]), ARGV[17]
-local now = now_ms()
+local vram = tonumber(ARGV[5])
+-- Text arguments stay text where Redis takes them (no number conversion either way).
+local ttl, tomb, mode = tonumber(ARGV[12]), ARGV[15], ARGV[17]
+local now, now_text = now_ms()
 
 -- Both GPU values in one call (each redis.call costs more than the command it runs).
 local gpu_values = redis.call('MGET', gpu_key(gpu, 'capacity'), gpu_key(gpu, 'settle_until'))
@@ -27,9 +27,9 @@ local qk = gpu_key(gpu, 'queue')
 
 local function grant()
   local epoch = redis.call('INCR', gpu_key(gpu, 'epoch'))
-  -- The arguments as given, not their numbers: Lua would format those back (slow).
+  -- The arguments as given, not their numbers: Redis would format those back (slow).
   redis.call('HSET', lk, 'vram_mb', ARGV[5], 'priority', ARGV[6], 'model_id', ARGV[7],
-    'owner', ARGV[8], 'pid', ARGV[9], 'host', ARGV[10], 'start', ARGV[11], 'created', now,
+    'owner', ARGV[8], 'pid', ARGV[9], 'host', ARGV[10], 'start', ARGV[11], 'created', now_text,
     'epoch', epoch, 'token', token, 'gpu', gpu)
   if ARGV[18] ~= '' then redis.call('HSET', lk, 'users', ARGV[18]) end
   redis.call('ZADD', gpu_key(gpu, 'leases'), now + ttl, id)
@@ -61,23 +61,26 @@ if score then
 elseif #waiters == 0 then
   score = 0  -- nobody to be blocked by; the real score is drawn if we queue
 else
-  score = (TOP_PRIORITY - prio) * STRIDE + tonumber(redis.call('GET', gpu_key(gpu, 'seq')) or '0') + 1
+  score = (TOP_PRIORITY - tonumber(ARGV[6])) * STRIDE
+    + tonumber(redis.call('GET', gpu_key(gpu, 'seq')) or '0') + 1
 end
 local blocked = false
 for _, w in ipairs(waiters) do
   if w.id ~= id and w.score < score then blocked = true end
 end
-local settle_until = tonumber(gpu_values[2] or '0')
-local settling = now < settle_until
+local settle_until = gpu_values[2] and tonumber(gpu_values[2])
+local settling = settle_until and now < settle_until
 
 if not blocked and not settling and used + vram <= capacity then return grant() end
+local prio = tonumber(ARGV[6])
 
 -- Queue (or stay queued) and refresh our liveness as a waiter.
 if redis.call('ZSCORE', qk, id) == false then
   local seq = redis.call('INCR', gpu_key(gpu, 'seq'))
   redis.call('ZADD', qk, (TOP_PRIORITY - prio) * STRIDE + seq, id)
 end
-redis.call('HSET', P .. 'waiter:' .. id, 'vram_mb', vram, 'priority', prio,
+local waiter_ttl = tonumber(ARGV[14])
+redis.call('HSET', P .. 'waiter:' .. id, 'vram_mb', ARGV[5], 'priority', ARGV[6],
   'expires', now + waiter_ttl)
 redis.call('PEXPIRE', P .. 'waiter:' .. id, waiter_ttl * 2)
 
@@ -85,7 +88,8 @@ local victims = {}
 if settling then
   next_event = earliest(next_event, settle_until)
 elseif not blocked then
-  victims = choose_victims(holders, used + vram - capacity, prio, max_candidates) or {}
+  victims = choose_victims(holders, used + vram - capacity, prio, tonumber(ARGV[16])) or {}
+  local grace = tonumber(ARGV[13])
   for _, v in ipairs(victims) do
     local deadline = now + grace
     redis.call('HSET', P .. 'lease:' .. v.id, 'preempt_deadline', deadline)

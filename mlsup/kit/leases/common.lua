@@ -1,4 +1,5 @@
--- Helpers shared by every lease script; scripts.py prepends this file to each of them.
+-- Helpers shared by the lease scripts; scripts.py prepends the constants below and the
+-- helpers a script calls to each of them.
 -- Key names: see keys.py. Time always comes from Redis TIME, never from a client.
 -- ARGV[1] of every script is the key prefix; per-lease keys are built from it (single server).
 
@@ -9,9 +10,13 @@ local TOP_PRIORITY = 3
 -- A wake token nobody consumes (its waiter died) disappears after this long (ms).
 local WAKE_TTL_MS = 60000
 
+-- Redis time in ms, as a number and as its decimal text (built from TIME's text: Redis formats
+-- a Lua number argument with snprintf, which costs more than the rest of a call).
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local ms = string.sub(t[2], 1, -4)
+  local text = t[1] .. string.rep('0', 3 - #ms) .. ms
+  return tonumber(text), text
 end
 
 local function gpu_key(gpu, what)
