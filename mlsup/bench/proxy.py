@@ -1,7 +1,8 @@
 """``mlsup bench proxy``: the proxy's cost, against raw pyzmq and in-process models.
 
 * no-op (the probe model's ``run({})``) and small-embed (probe ``embed``) round trips through
-  ``mlsup.connect()`` vs raw pyzmq REQ/REP in another process, same run (target <= 1.3x);
+  ``mlsup.connect()`` vs raw pyzmq REQ/REP in another process, same run (targets <= 1.3x and,
+  since the probe computes its embedding where the raw peer computes nothing, <= 1.5x);
 * a 4 MiB array in and out through the proxy (target <= 1 ms);
 * real MiniLM embed and SmolLM2 greedy generation through the proxy vs the same model loaded in
   this process, same run (targets <= 1.05x and <= 1.03x);
@@ -119,7 +120,7 @@ def _transport_rows(sup_model: Any, directory: Path, count: int) -> tuple[list[R
             embed,
             embed_raw,
             baseline,
-            1.3,
+            1.5,  # the goal of issue 15: the model computes here, the raw peer does not
             explain=why_embed,
         )
     )

@@ -110,7 +110,10 @@ class Server:
         self._context = context or zmq.Context.instance()
         self._own_pool = pool is None
         self._codec = TensorCodec(
-            ShmPool() if pool is None else pool, AttachCache(), threshold=threshold
+            ShmPool() if pool is None else pool,
+            AttachCache(),
+            threshold=threshold,
+            inline=defaults.INLINE_TENSOR_BYTES,
         )
         self._operations: dict[str, Operation] = {}
         self._loans: dict[str, tuple[bytes, int]] = {}  # block name -> (borrower, borrower pid)
