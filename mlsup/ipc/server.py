@@ -38,6 +38,7 @@ Handler = Callable[[Any], Any]
 
 _SNDMORE = int(zmq.SNDMORE)
 _IDENTITY = re.compile(rb"mlsup:(\d{1,10}):[0-9a-f]{8}")
+_UNKNOWN: Any = object()  # a caller not seen yet (None means: seen, names no pid)
 
 
 @dataclass(frozen=True)
@@ -233,11 +234,13 @@ class Server:
                     self._take_back(identity, name)
             return
         message, operation = request
-        for name in message.releases:
-            self._take_back(identity, name)
+        if message.releases:
+            for name in message.releases:
+                self._take_back(identity, name)
         self.requests_served += 1
         try:
-            result = operation.handler(self._codec.decode_args(message))
+            args = self._codec.decode_args(message) if message.tensors else message.args
+            result = operation.handler(args)
             if operation.stream:
                 self._stream(sock, identity, message, result)
                 return
@@ -283,9 +286,11 @@ class Server:
 
     def _send(self, sock: zmq.Socket[bytes], identity: bytes, message: Message) -> bool:
         """Send message to identity; False when that caller is gone (nothing was sent)."""
-        pid = self._borrower(identity)
+        pid = self._borrowers.get(identity, _UNKNOWN)
+        if pid is _UNKNOWN:
+            pid = self._borrower(identity)
         try:
-            frames, lent = self._codec.encode(message, use_shm=pid is not None)
+            frames, lent = self._codec.encode(message, pid is not None)
         except ProtocolError as exc:  # the result cannot travel: tell the caller why
             frames, lent = self._codec.encode(Message(Kind.ERROR, message.id, error=exc.to_wire()))
         try:
@@ -299,7 +304,7 @@ class Server:
                 for name in lent:
                     pool.give_back(name)  # never lent after all
             return False
-        if pid is not None:
+        if lent and pid is not None:
             for name in lent:
                 self._loans[name] = (identity, pid)
         if len(frames) == 1:

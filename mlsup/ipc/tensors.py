@@ -101,7 +101,7 @@ class TensorCodec:
         self.inline = inline
         self._inline_hook = _inline_hook(inline) if inline else None
 
-    def encode(self, message: Message, *, use_shm: bool = True) -> tuple[list[Any], list[str]]:
+    def encode(self, message: Message, use_shm: bool = True) -> tuple[list[Any], list[str]]:
         """Frames for message, and the names of the blocks it lent (to take back later)."""
         # An array alone (an embedding, say) is plain only when it is inlined: else skip the
         # failed attempt.
