@@ -39,6 +39,9 @@ Handler = Callable[[Any], Any]
 _SNDMORE = int(zmq.SNDMORE)
 _IDENTITY = re.compile(rb"mlsup:(\d{1,10}):[0-9a-f]{8}")
 _UNKNOWN: Any = object()  # a caller not seen yet (None means: seen, names no pid)
+# Members as module globals on the hot path: on Python 3.11, ``Kind.REPLY`` is a descriptor
+# lookup (0.14 us), a global 0.02 us.
+_REQUEST, _REPLY, _RELEASE = Kind.REQUEST, Kind.REPLY, Kind.RELEASE
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,9 @@ def admit(
     except ProtocolError as exc:
         rid = peek_request_id(body[0]) if body else 0
         return Message(Kind.ERROR, rid, error=exc.to_wire())
-    if message.kind is Kind.RELEASE:
+    if message.kind is _RELEASE:
         return message
-    if message.kind is not Kind.REQUEST:
+    if message.kind is not _REQUEST:
         error = ProtocolError(f"expected a request, got {message.kind.name}")
         return Message(Kind.ERROR, message.id, error=error.to_wire())
     operation = operations.get(message.op)
@@ -211,9 +214,7 @@ class Server:
         while not self._stopping.is_set():
             try:
                 identity = zmqfast.recv(sock)
-                frames: list[Any] = [zmqfast.recv(sock)]
-                while zmqfast.more(sock):
-                    frames.append(sock.recv(copy=False).buffer)
+                frames: list[Any] = zmqfast.receive(sock)
             except zmq.Again:
                 frames = []
             if self._stopping.is_set():
@@ -244,7 +245,7 @@ class Server:
             if operation.stream:
                 self._stream(sock, identity, message, result)
                 return
-            self._send(sock, identity, Message(Kind.REPLY, message.id, "", result))
+            self._send(sock, identity, Message(_REPLY, message.id, "", result, None, [], [], []))
         except Exception as exc:  # noqa: BLE001 - a handler's failure is the caller's answer
             self._send(sock, identity, failure(message, exc))
 

@@ -116,6 +116,10 @@ class Kind(enum.IntEnum):
 
 
 _KINDS: Final = {int(kind): kind for kind in Kind}
+# Members as module globals where every message reads them: on Python 3.11, ``Kind.ERROR`` is
+# a descriptor lookup (0.14 us), a global 0.02 us.
+_REQUEST: Final = Kind.REQUEST
+_ERROR: Final = Kind.ERROR
 _ARRAY_OF_EIGHT: Final = b"\x98"  # msgpack fixarray of 8
 
 
@@ -294,10 +298,10 @@ def decode(frames: Sequence[Buffer], max_header_bytes: int = defaults.MAX_HEADER
         raise ProtocolError(f"request id {rid!r} is not an integer in [0, 2**63)")
     if type(op) is not str or len(op) > _MAX_OP_LEN:
         raise ProtocolError("operation must be a string of at most 128 characters")
-    if not op and kind is Kind.REQUEST:
+    if not op and kind is _REQUEST:
         raise ProtocolError("request without an operation")
     if type(error) is not dict:
-        if kind is Kind.ERROR:
+        if kind is _ERROR:
             raise ProtocolError("error message without an error map")
         error = None
     if count == 1 and raw_tensors is None:  # the common small message: no tensor, no frame
