@@ -32,6 +32,8 @@ from mlsup.bench.rows import Row, percentile
 from mlsup.errors import BenchmarkError
 from mlsup.ipc.client import Client
 from mlsup.ipc.shm import ShmPool
+from mlsup.ipc.wire import Kind, Message
+from mlsup.testing.transport import FakeTransport
 
 __all__ = ["latencies", "peer", "run"]
 
@@ -111,6 +113,21 @@ def _pickle_call(sock: zmq.Socket[bytes], array: np.ndarray[Any, Any]) -> None:
     sock.recv()
 
 
+def _python_work_us(count: int) -> float:
+    """p50 microseconds of a call through a :class:`FakeTransport` (the client's Python work,
+    and the peer's decode and encode), all in this process and hot in its caches."""
+    transport = FakeTransport()
+    endpoint = "ipc:///mlsup-bench/python-work.sock"
+
+    def echo(request: Message, args: Any) -> list[Message]:
+        return [Message(Kind.REPLY, request.id, args=args)]
+
+    transport.listen(endpoint, echo)
+    with Client(endpoint, timeout=10, transport=transport) as client:
+        samples = latencies(partial(client.call, "echo", {"i": 1}), count)
+    return percentile(samples, 50) * 1e6
+
+
 def _round_trip_rows(directory: Path, quick: bool) -> list[Row]:
     hot, idle = (300, 20) if quick else (5000, 200)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
@@ -153,7 +170,10 @@ def _round_trip_rows(directory: Path, quick: bool) -> list[Row]:
         "CPU per call measured in this run (caller + server): ours "
         f"{per_call['ours'][0]:.0f} + {per_call['ours'][1]:.0f} us, raw REQ/REP "
         f"{per_call['raw'][0]:.0f} + {per_call['raw'][1]:.0f} us: the Python framing, checks "
-        "and dispatch on both sides, on 2 cores shared by both processes and their I/O threads"
+        "and dispatch on both sides, on 2 cores shared by both processes and their I/O threads. "
+        f"That Python work of both sides takes {_python_work_us(hot):.1f} us a call when it "
+        "runs hot in one process (client and a scripted peer, no sockets); in the round trip "
+        "each side runs it after a wake-up, its code and data evicted by the other processes"
     )
     rows = []
     for label, (ours, base) in results.items():
