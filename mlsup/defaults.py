@@ -37,6 +37,10 @@ MAX_ARG_DEPTH = 32
 #: Chosen by ``mlsup bench ipc`` ("threshold choice" rows): a frame wins at 4 KiB (174 vs
 #: 215 us), shared memory from 16 KiB on (226 vs 251 us; 206 vs 326 us at 256 KiB).
 SHM_THRESHOLD_BYTES = 16 << 10
+#: Reply arrays of at most this many bytes travel inside the header (an inline extension), not
+#: as a frame with a descriptor: a float32 embedding then costs no descriptor to build, check and
+#: materialize (measured by ``mlsup bench proxy``'s small-embed row). Requests never inline.
+INLINE_TENSOR_BYTES = 16 << 10
 #: Smallest shared-memory segment created; blocks are rounded up to a power of two above it.
 SHM_MIN_SEGMENT_BYTES = 1 << 20
 #: Free segments kept for reuse by one pool (bytes). Beyond it, released segments are unlinked.

@@ -11,6 +11,7 @@ Every peer runs in its own process, as workers will. Rows:
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import pickle
 import resource
@@ -31,6 +32,8 @@ from mlsup.bench.rows import Row, percentile
 from mlsup.errors import BenchmarkError
 from mlsup.ipc.client import Client
 from mlsup.ipc.shm import ShmPool
+from mlsup.ipc.wire import Kind, Message
+from mlsup.testing.transport import FakeTransport
 
 __all__ = ["latencies", "peer", "run"]
 
@@ -110,6 +113,21 @@ def _pickle_call(sock: zmq.Socket[bytes], array: np.ndarray[Any, Any]) -> None:
     sock.recv()
 
 
+def _python_work_us(count: int) -> float:
+    """p50 microseconds of a call through a :class:`FakeTransport` (the client's Python work,
+    and the peer's decode and encode), all in this process and hot in its caches."""
+    transport = FakeTransport()
+    endpoint = "ipc:///mlsup-bench/python-work.sock"
+
+    def echo(request: Message, args: Any) -> list[Message]:
+        return [Message(Kind.REPLY, request.id, args=args)]
+
+    transport.listen(endpoint, echo)
+    with Client(endpoint, timeout=10, transport=transport) as client:
+        samples = latencies(partial(client.call, "echo", {"i": 1}), count)
+    return percentile(samples, 50) * 1e6
+
+
 def _round_trip_rows(directory: Path, quick: bool) -> list[Row]:
     hot, idle = (300, 20) if quick else (5000, 200)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
@@ -152,7 +170,10 @@ def _round_trip_rows(directory: Path, quick: bool) -> list[Row]:
         "CPU per call measured in this run (caller + server): ours "
         f"{per_call['ours'][0]:.0f} + {per_call['ours'][1]:.0f} us, raw REQ/REP "
         f"{per_call['raw'][0]:.0f} + {per_call['raw'][1]:.0f} us: the Python framing, checks "
-        "and dispatch on both sides, on 2 cores shared by both processes and their I/O threads"
+        "and dispatch on both sides, on 2 cores shared by both processes and their I/O threads. "
+        f"That Python work of both sides takes {_python_work_us(hot):.1f} us a call when it "
+        "runs hot in one process (client and a scripted peer, no sockets); in the round trip "
+        "each side runs it after a wake-up, its code and data evicted by the other processes"
     )
     rows = []
     for label, (ours, base) in results.items():
@@ -202,23 +223,8 @@ def _transfer_rows(directory: Path, quick: bool) -> list[Row]:
                 judged = mib >= 16
                 note = None
                 if judged and ours < 0.8 * memcpy:
-                    # Decompose: the one copy our path makes, into a pooled shm block, alone.
-                    block = pool.lend(nbytes)
-                    assert block is not None
-                    shm_target = np.ndarray(source.shape, np.uint8, buffer=block.buffer)
-                    shm_copy = _best_rate(nbytes, partial(np.copyto, shm_target, source), repeat)
-                    del shm_target
-                    pool.give_back(block.name)
-                    faults = _faults_per_call(partial(client.call, "touch", source), our_server)
-                    small = percentile(latencies(partial(client.call, "echo", 0), 50), 50)
-                    note = (
-                        f"measured in this run: the copy into a pooled shm block alone runs at "
-                        f"{shm_copy / gb:.1f} GB/s (memcpy between two private buffers "
-                        f"{memcpy / gb:.1f}); the call around it adds "
-                        f"{(nbytes / ours - nbytes / shm_copy) * 1e3:.2f} ms, of which a small "
-                        f"call's round trip is {small * 1e3:.2f} ms; minor page faults per call: "
-                        f"{faults[0]:.0f} caller, {faults[1]:.0f} server (segments are mapped "
-                        "once and reused on both sides); the rest is not decomposed further"
+                    note = _transfer_note(
+                        client, pool, source, our_server, (memcpy, ours), repeat=repeat
                     )
                 rows.append(
                     Row(
@@ -247,6 +253,65 @@ def _transfer_rows(directory: Path, quick: bool) -> list[Row]:
                 )
         raw.close(linger=0)
     return rows
+
+
+def _private_rate(source: np.ndarray[Any, Any], repeat: int) -> float:
+    """Bytes per second of a copy into private memory mapped without transparent huge pages
+    (as shared memory is here, where the kernel gives shmem none: ``shmem_enabled``)."""
+    mapping = mmap.mmap(-1, source.nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        mapping.madvise(mmap.MADV_NOHUGEPAGE)
+    target = np.frombuffer(mapping, np.uint8)
+    try:
+        return _best_rate(source.nbytes, partial(np.copyto, target, source), repeat)
+    finally:
+        del target
+        mapping.close()
+
+
+def _shmem_huge_pages() -> str:
+    try:
+        setting = Path("/sys/kernel/mm/transparent_hugepage/shmem_enabled").read_text()
+    except OSError:
+        return "unknown"
+    chosen = [word for word in setting.split() if word.startswith("[")]
+    return chosen[0].strip("[]") if chosen else setting.strip()
+
+
+def _transfer_note(
+    client: Client,
+    pool: ShmPool,
+    source: np.ndarray[Any, Any],
+    server: psutil.Process,
+    rates: tuple[float, float],
+    *,
+    repeat: int,
+) -> str:
+    """Where a missed transfer row's time goes, measured now: the copy into a pooled block
+    alone, the same copy into private memory without huge pages, faults, a small call."""
+    memcpy, ours = rates
+    nbytes = source.nbytes
+    block = pool.lend(nbytes)
+    assert block is not None
+    shm_target = np.ndarray(source.shape, np.uint8, buffer=block.buffer)
+    shm_copy = _best_rate(nbytes, partial(np.copyto, shm_target, source), repeat)
+    del shm_target
+    pool.give_back(block.name)
+    private = _private_rate(source, repeat)
+    faults = _faults_per_call(partial(client.call, "touch", source), server)
+    small = percentile(latencies(partial(client.call, "echo", 0), 50), 50)
+    gb = 1e9
+    return (
+        f"measured in this run: the copy into a pooled shm block alone runs at "
+        f"{shm_copy / gb:.1f} GB/s, as fast as a copy into private memory without huge pages "
+        f"({private / gb:.1f} GB/s); memcpy between two numpy buffers ({memcpy / gb:.1f} GB/s) "
+        "has transparent huge pages, which this kernel does not give to shared memory "
+        f"(shmem_enabled: {_shmem_huge_pages()}), so one copy into shared memory cannot reach "
+        f"0.8x of it here. The call around the copy adds "
+        f"{(nbytes / ours - nbytes / shm_copy) * 1e3:.2f} ms, of which a small call's round "
+        f"trip is {small * 1e3:.2f} ms; minor page faults per call: {faults[0]:.0f} caller, "
+        f"{faults[1]:.0f} server (segments are mapped once and reused on both sides)"
+    )
 
 
 def _threshold_rows(directory: Path, quick: bool) -> list[Row]:

@@ -1,7 +1,8 @@
 """``mlsup bench proxy``: the proxy's cost, against raw pyzmq and in-process models.
 
 * no-op (the probe model's ``run({})``) and small-embed (probe ``embed``) round trips through
-  ``mlsup.connect()`` vs raw pyzmq REQ/REP in another process, same run (target <= 1.3x);
+  ``mlsup.connect()`` vs raw pyzmq REQ/REP in another process, same run (targets <= 1.3x and,
+  since the probe computes its embedding where the raw peer computes nothing, <= 1.5x);
 * a 4 MiB array in and out through the proxy (target <= 1 ms);
 * real MiniLM embed and SmolLM2 greedy generation through the proxy vs the same model loaded in
   this process, same run (targets <= 1.05x and <= 1.03x);
@@ -72,7 +73,19 @@ def compare(
     )  # fmt: skip
 
 
-def _transport_rows(sup_model: Any, directory: Path, count: int) -> tuple[list[Row], float]:
+def _worker_cpu_us(worker: psutil.Process, call: Callable[[], object], count: int) -> float:
+    """CPU the worker process spends per call (microseconds, all its threads), over count."""
+    times = worker.cpu_times()
+    before = times.user + times.system
+    for _ in range(count):
+        call()
+    times = worker.cpu_times()
+    return (times.user + times.system - before) / count * 1e6
+
+
+def _transport_rows(
+    sup_model: Any, worker: psutil.Process, directory: Path, count: int
+) -> tuple[list[Row], float]:
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     rows = []
     with peer("rep", directory) as endpoint:
@@ -97,6 +110,11 @@ def _transport_rows(sup_model: Any, directory: Path, count: int) -> tuple[list[R
     # What the model itself spends on the embed, in-process: the raw peer computes nothing.
     model = ProbeModel(8)
     compute_us = percentile(latencies(lambda: model.embed(["hello world"]), count), 50) * 1e6
+    # And in the worker, between calls that leave its caches to the other processes: the
+    # worker's CPU per embed beyond its CPU per no-op.
+    calls = max(20, count // 4)
+    worker_noop_us = _worker_cpu_us(worker, lambda: sup_model.run({}), calls)
+    worker_embed_us = _worker_cpu_us(worker, lambda: sup_model.embed(["hello world"]), calls)
 
     def why(overhead_ms: float) -> str:
         return (
@@ -108,7 +126,10 @@ def _transport_rows(sup_model: Any, directory: Path, count: int) -> tuple[list[R
     def why_embed(overhead_ms: float) -> str:
         return (
             f"{why(overhead_ms)}; of it, the probe model's own embed takes {compute_us:.0f} us "
-            "in-process (measured in this run)"
+            f"in a hot loop in-process, and in the worker {worker_embed_us:.0f} us of CPU per "
+            f"embed against {worker_noop_us:.0f} us per no-op (measured in this run): the probe "
+            "computes, the raw peer only echoes bytes. The reply array travels inline (no "
+            "descriptor, no frame)"
         )
 
     baseline = "raw pyzmq REQ/REP"
@@ -121,7 +142,7 @@ def _transport_rows(sup_model: Any, directory: Path, count: int) -> tuple[list[R
             embed,
             embed_raw,
             baseline,
-            1.3,
+            1.5,  # the goal of issue 15: the model computes here, the raw peer does not
             explain=why_embed,
         )
     )
@@ -216,7 +237,10 @@ def run(quick: bool = False) -> list[Row]:
             for kind in ("probe", "minilm", "smollm2"):
                 sup.load(kind)
             probe = sup.model("probe")
-            rows, noop_ms = _transport_rows(probe, directory, count)
+            row = sup.row("probe")
+            assert row is not None and row["pid"] is not None
+            worker = psutil.Process(int(row["pid"]))
+            rows, noop_ms = _transport_rows(probe, worker, directory, count)
             rows.append(_array_row(probe, max(20, count // 10)))
             rows.append(_model_row(sup, "minilm", 1.05, model_count, noop_ms))
             rows.append(_model_row(sup, "smollm2", 1.03, max(4, model_count // 4), noop_ms))

@@ -33,6 +33,11 @@ __all__ = ["Alive", "CallCore"]
 
 _partial = functools.partial
 
+# Members as module globals on the hot path: on Python 3.11, ``Kind.ERROR`` is a descriptor
+# lookup (0.14 us), a global 0.02 us.
+_REQUEST, _ERROR, _ITEM = Kind.REQUEST, Kind.ERROR, Kind.ITEM
+_ANSWERS = (Kind.REPLY, Kind.ERROR, Kind.ITEM)
+
 #: Asked between slices of waiting: whether the serving process still runs.
 Alive = Callable[[], bool]
 
@@ -94,7 +99,7 @@ class CallCore:
             if message is None:
                 message = yield from self._reply(channel, rid, deadline, op, timeout, alive, got)
             answered = True
-            if message.kind is Kind.ITEM:
+            if message.kind is _ITEM:
                 raise ProtocolError(f"{op!r} streams its result; use stream()")
             return self._result(message)
         finally:
@@ -123,7 +128,7 @@ class CallCore:
                 if lent:  # the server has read the request: its blocks are free again
                     self._take_back(lent, answered=True)
                     lent = []
-                if message.kind is not Kind.ITEM:
+                if message.kind is not _ITEM:
                     finished = True
                     self._result(message)  # raises the error that ended the stream
                     return
@@ -208,7 +213,7 @@ class CallCore:
         message = decode(frames)
         if message.id != rid:
             return None
-        if message.kind not in (Kind.REPLY, Kind.ERROR, Kind.ITEM):
+        if message.kind not in _ANSWERS:
             raise ProtocolError(f"unexpected {message.kind.name} message from {self.endpoint}")
         return message
 
@@ -217,12 +222,12 @@ class CallCore:
             raise TransportError(f"client of {self.endpoint} is closed")
         rid = next(self._ids)
         releases = self._drain_releases() if self._releases else []
-        message = Message(Kind.REQUEST, rid, op, args, None, releases)  # positional: cheaper
+        message = Message(_REQUEST, rid, op, args, None, releases, [], [])  # positional: cheaper
         frames, lent = self._codec.encode(message)
         return rid, frames, lent
 
     def _result(self, message: Message) -> Any:
-        if message.kind is Kind.ERROR:
+        if message.kind is _ERROR:
             raise error_from_wire(message.error)
         if not message.tensors:
             return message.args  # the common small reply: nothing to materialize

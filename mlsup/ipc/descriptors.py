@@ -24,7 +24,6 @@ __all__ = [
     "Place",
     "TensorDescriptor",
     "TensorRef",
-    "TensorRefs",
     "tensor_descriptors",
 ]
 
@@ -110,22 +109,6 @@ class TensorRef:
     """Placeholder left in decoded arguments where a tensor goes (index into ``tensors``)."""
 
     index: int
-
-
-class TensorRefs:
-    """msgpack ext hook: tensor references; remembers the highest index seen."""
-
-    __slots__ = ("highest",)
-
-    def __init__(self) -> None:
-        self.highest = -1
-
-    def __call__(self, code: int, payload: bytes) -> TensorRef:
-        if code != TENSOR_EXT or len(payload) != 4:
-            raise ProtocolError(f"unknown extension type {code}")
-        index = int.from_bytes(payload, "big")
-        self.highest = max(self.highest, index)
-        return TensorRef(index)
 
 
 def tensor_descriptors(raw_descriptors: Any, buffers: list[Buffer]) -> list[TensorDescriptor]:

@@ -38,6 +38,10 @@ Handler = Callable[[Any], Any]
 
 _SNDMORE = int(zmq.SNDMORE)
 _IDENTITY = re.compile(rb"mlsup:(\d{1,10}):[0-9a-f]{8}")
+_UNKNOWN: Any = object()  # a caller not seen yet (None means: seen, names no pid)
+# Members as module globals on the hot path: on Python 3.11, ``Kind.REPLY`` is a descriptor
+# lookup (0.14 us), a global 0.02 us.
+_REQUEST, _REPLY, _RELEASE = Kind.REQUEST, Kind.REPLY, Kind.RELEASE
 
 
 @dataclass(frozen=True)
@@ -62,9 +66,9 @@ def admit(
     except ProtocolError as exc:
         rid = peek_request_id(body[0]) if body else 0
         return Message(Kind.ERROR, rid, error=exc.to_wire())
-    if message.kind is Kind.RELEASE:
+    if message.kind is _RELEASE:
         return message
-    if message.kind is not Kind.REQUEST:
+    if message.kind is not _REQUEST:
         error = ProtocolError(f"expected a request, got {message.kind.name}")
         return Message(Kind.ERROR, message.id, error=error.to_wire())
     operation = operations.get(message.op)
@@ -110,7 +114,10 @@ class Server:
         self._context = context or zmq.Context.instance()
         self._own_pool = pool is None
         self._codec = TensorCodec(
-            ShmPool() if pool is None else pool, AttachCache(), threshold=threshold
+            ShmPool() if pool is None else pool,
+            AttachCache(),
+            threshold=threshold,
+            inline=defaults.INLINE_TENSOR_BYTES,
         )
         self._operations: dict[str, Operation] = {}
         self._loans: dict[str, tuple[bytes, int]] = {}  # block name -> (borrower, borrower pid)
@@ -207,9 +214,7 @@ class Server:
         while not self._stopping.is_set():
             try:
                 identity = zmqfast.recv(sock)
-                frames: list[Any] = [zmqfast.recv(sock)]
-                while zmqfast.more(sock):
-                    frames.append(sock.recv(copy=False).buffer)
+                frames: list[Any] = zmqfast.receive(sock)
             except zmq.Again:
                 frames = []
             if self._stopping.is_set():
@@ -230,15 +235,17 @@ class Server:
                     self._take_back(identity, name)
             return
         message, operation = request
-        for name in message.releases:
-            self._take_back(identity, name)
+        if message.releases:
+            for name in message.releases:
+                self._take_back(identity, name)
         self.requests_served += 1
         try:
-            result = operation.handler(self._codec.decode_args(message))
+            args = self._codec.decode_args(message) if message.tensors else message.args
+            result = operation.handler(args)
             if operation.stream:
                 self._stream(sock, identity, message, result)
                 return
-            self._send(sock, identity, Message(Kind.REPLY, message.id, "", result))
+            self._send(sock, identity, Message(_REPLY, message.id, "", result, None, [], [], []))
         except Exception as exc:  # noqa: BLE001 - a handler's failure is the caller's answer
             self._send(sock, identity, failure(message, exc))
 
@@ -280,9 +287,11 @@ class Server:
 
     def _send(self, sock: zmq.Socket[bytes], identity: bytes, message: Message) -> bool:
         """Send message to identity; False when that caller is gone (nothing was sent)."""
-        pid = self._borrower(identity)
+        pid = self._borrowers.get(identity, _UNKNOWN)
+        if pid is _UNKNOWN:
+            pid = self._borrower(identity)
         try:
-            frames, lent = self._codec.encode(message, use_shm=pid is not None)
+            frames, lent = self._codec.encode(message, pid is not None)
         except ProtocolError as exc:  # the result cannot travel: tell the caller why
             frames, lent = self._codec.encode(Message(Kind.ERROR, message.id, error=exc.to_wire()))
         try:
@@ -296,7 +305,7 @@ class Server:
                 for name in lent:
                     pool.give_back(name)  # never lent after all
             return False
-        if pid is not None:
+        if lent and pid is not None:
             for name in lent:
                 self._loans[name] = (identity, pid)
         if len(frames) == 1:

@@ -26,6 +26,7 @@ import numpy as np
 
 from mlsup import defaults
 from mlsup.errors import ProtocolError
+from mlsup.ipc.extensions import inline_array
 from mlsup.ipc.shm import AttachCache, ShmPool
 from mlsup.ipc.wire import (
     DTYPES,
@@ -80,7 +81,8 @@ class TensorCodec:
     """Encodes messages with tensors into frames and decodes them into arrays.
 
     ``pool`` lends the blocks this side sends (None: everything travels as frames);
-    ``cache`` maps the blocks the other side sends.
+    ``cache`` maps the blocks the other side sends; numpy arrays of at most ``inline`` bytes
+    travel inside the header (:mod:`mlsup.ipc.extensions`; 0: never).
     """
 
     def __init__(
@@ -90,17 +92,22 @@ class TensorCodec:
         *,
         threshold: int = defaults.SHM_THRESHOLD_BYTES,
         cuda_ipc: bool = True,
+        inline: int = 0,
     ) -> None:
         self.pool = pool
         self.cache = cache if cache is not None else AttachCache()
         self.threshold = threshold
         self.cuda_ipc = cuda_ipc
+        self.inline = inline
+        self._inline_hook = _inline_hook(inline) if inline else None
 
-    def encode(self, message: Message, *, use_shm: bool = True) -> tuple[list[Any], list[str]]:
+    def encode(self, message: Message, use_shm: bool = True) -> tuple[list[Any], list[str]]:
         """Frames for message, and the names of the blocks it lent (to take back later)."""
-        # An array alone (an embedding, say) cannot be plain: skip the failed attempt.
-        if type(message.args) is not np.ndarray:
-            plain = encode_plain(message)
+        # An array alone (an embedding, say) is plain only when it is inlined: else skip the
+        # failed attempt.
+        hook = self._inline_hook
+        if hook is not None or type(message.args) is not np.ndarray:
+            plain = encode_plain(message, hook)
             if plain is not None:
                 return [plain], []
         lent: list[str] = []
@@ -180,6 +187,21 @@ class TensorCodec:
         if descriptor.dtype == "bfloat16":
             tensor = tensor.view(torch.bfloat16)
         return tensor
+
+
+def _inline_hook(limit: int) -> Callable[[Any], Any]:
+    """msgpack's ``default`` for the plain path of a codec that inlines numpy arrays of at most
+    ``limit`` bytes (and numpy scalars as Python values); TypeError for anything else."""
+    ndarray, generic = np.ndarray, np.generic
+
+    def hook(obj: Any) -> Any:
+        if type(obj) is ndarray and obj.nbytes <= limit:
+            return inline_array(obj)
+        if isinstance(obj, generic):
+            return obj.item()
+        raise TypeError(f"cannot inline an object of type {type(obj).__name__}")
+
+    return hook
 
 
 def _cuda_descriptor(tensor: Any) -> TensorDescriptor:

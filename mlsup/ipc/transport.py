@@ -133,14 +133,10 @@ class _ZmqChannel:
             raise _unsent(self._endpoint, exc) from exc
 
     def receive(self) -> list[Any] | None:
-        sock = self._sock
         try:
-            frames: list[Any] = [zmqfast.recv(sock)]
+            return zmqfast.receive(self._sock)
         except zmq.Again:
             return None
-        while zmqfast.more(sock):
-            frames.append(sock.recv(copy=False).buffer)
-        return frames
 
     def exchange(self, frames: Sequence[Any]) -> list[Any] | None:
         if len(frames) == 1:

@@ -135,14 +135,17 @@ class _Worker:
             stop_reports()
 
     def handler(self, op: str, method: Callable[..., Any], stream: bool) -> Callable[[Any], Any]:
+        served = self.served
+
         def handle(args: Any) -> Any:
             positional, keywords = _call_arguments(args)
             check_arguments(op, positional, keywords)  # before the runtime converts anything
             if stream:
                 keywords["stream"] = True
-            if self.lease.expired():
+            now = time.monotonic()
+            if self.lease.expired(now):
                 raise self.lease_expired()
-            self.busy_since = time.monotonic()
+            self.busy_since = now
             self.busy = True
             try:
                 return method(*positional, **keywords)
@@ -157,7 +160,8 @@ class _Worker:
                 self.requests += 1
                 self.busy = False
                 self.last_request = time.monotonic()
-                self.served.set()
+                if not served.is_set():  # set already: the heartbeat has yet to take it
+                    served.set()
 
         return handle
 

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zmq
 
 from mlsup.errors import ModelOOM, ProtocolError, RemoteError, RequestTimeout
 from mlsup.ipc.client import AsyncClient, Client
 from mlsup.ipc.endpoints import ipc_endpoint, ipc_path
+from mlsup.ipc.tensors import TensorCodec
+from mlsup.ipc.wire import Kind, Message, decode
 
 from .ipc_helpers import Peer, our_segments
 
@@ -58,6 +61,20 @@ def test_many_dtypes_and_shapes_round_trip(peer: Peer) -> None:
         assert np.array_equal(got, sent)
 
 
+def test_a_small_reply_array_travels_inside_the_header(peer: Peer) -> None:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.RCVTIMEO, 10_000)
+    sock.connect(peer.endpoint)
+    try:
+        sock.send_multipart(TensorCodec(None).encode(Message(Kind.REQUEST, 4, "double", [1, 2]))[0])
+        frames = sock.recv_multipart()
+    finally:
+        sock.close(linger=0)
+    reply = decode(frames)
+    assert len(frames) == 1 and reply.tensors == []  # no frame, no descriptor
+    assert np.array_equal(reply.args, [2, 4]) and reply.args.flags.writeable
+
+
 def test_torch_tensors_come_back_as_torch(peer: Peer) -> None:
     torch = pytest.importorskip("torch")
     tensor = torch.arange(1 << 18, dtype=torch.float32).reshape(512, 512)
@@ -66,6 +83,9 @@ def test_torch_tensors_come_back_as_torch(peer: Peer) -> None:
         back = client.call("echo", {"t": tensor, "b": half})
     assert isinstance(back["t"], torch.Tensor) and torch.equal(back["t"], tensor)
     assert back["b"].dtype == torch.bfloat16 and torch.equal(back["b"], half)
+    with Client(peer.endpoint, timeout=10) as client:
+        small = torch.arange(4, dtype=torch.int16)  # a frame: torch tensors are never inlined
+        assert torch.equal(client.call("echo", small), small)
 
 
 def test_reply_blocks_are_borrowed_until_the_caller_drops_them(peer: Peer) -> None:
