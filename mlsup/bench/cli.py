@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mlsup.bench import SUITES
 from mlsup.bench.rows import Row, format_table, machine_info, write_json
+from mlsup.testing.loaders import register_probe
 
 __all__ = ["add_parser", "run"]
 
@@ -54,13 +55,21 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    # The suites' manifests use the probe loader, in this process and in what it starts.
+    register_probe()
     rows: list[Row] = []
+    failed: list[str] = []
     started = time.monotonic()
     for name in names:
         print(f"running suite {name}...", file=sys.stderr, flush=True)
         suite_started = time.monotonic()
-        suite = importlib.import_module(SUITES[name])
-        suite_rows: list[Row] = suite.run(quick=args.quick)
+        try:
+            suite = importlib.import_module(SUITES[name])
+            suite_rows: list[Row] = suite.run(quick=args.quick)
+        except Exception as error:  # noqa: BLE001 - one suite's failure keeps the others' rows
+            failed.append(name)
+            print(f"mlsup bench: suite {name} failed: {error!r}", file=sys.stderr, flush=True)
+            continue
         rows.extend(suite_rows)
         print(format_table(suite_rows), flush=True)
         print(f"suite {name}: {time.monotonic() - suite_started:.1f} s", file=sys.stderr)
@@ -73,4 +82,11 @@ def run(args: argparse.Namespace) -> int:
         from mlsup.bench.report import write_report
 
         print(f"wrote {write_report(args.report, rows, machine)}", file=sys.stderr)
+    if failed:
+        print(
+            f"mlsup bench: {len(failed)} suite(s) failed: {', '.join(failed)} (their errors are "
+            "above; the rows of the others were kept)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
