@@ -1,20 +1,22 @@
 """How worker processes run their runtimes' thread pools: the one home for those settings.
 
 A worker shares the machine's cores with its callers, the supervisor and the other workers, and
-every result it computes must then cross to another process. OpenMP's default wait policy
-(libgomp, under torch's intra-op pool and MKL) keeps each idle pool thread spinning for up to
-300,000 rounds after every parallel region. In-process that costs nothing visible; in a worker
-the spinning thread holds a core exactly while the reply travels (the worker's and the caller's
-ZeroMQ I/O threads, the caller itself), and once anything else runs on the machine the pool's
-threads wait on each other for whole scheduler slices. The passive policy puts them to sleep at
-once; it costs one futex wake per parallel region (about 20 per MiniLM embed).
+every result it computes must then cross to another process. libgomp (OpenMP under torch's
+intra-op pool) keeps each idle pool thread spinning for 300,000 rounds after every parallel
+region by default. In-process that costs nothing visible; in a worker the spinning thread holds
+a core while the reply travels (the worker's and the caller's ZeroMQ I/O threads, the caller
+itself), and once anything else runs on the machine the pool's threads wait on each other for
+whole scheduler slices. Workers spin 10,000 rounds instead (``GOMP_SPINCOUNT``): enough to
+bridge the short gaps between a forward pass's parallel regions, then the threads sleep.
 
-Measured on the 2-core machine (MiniLM embed of three sentences, other sessions' tests running):
-the time a call spends outside the model's own method (latency minus the worker's handler time)
-fell from 1.4-1.7 ms to 0.7 ms (p25), and the worker's CPU per call from 88-160 ms (mostly
-spinning) to 20 ms. Figures in CHANGELOG.md.
+Measured on the 2-core machine, MiniLM embed of three sentences, three supervisors side by side
+and calls interleaved with an in-process baseline (default policy), quiet machine: p50 passive
+(``OMP_WAIT_POLICY=PASSIVE``, a futex wake per parallel region) 21.4 ms = 1.43x in-process,
+10,000 rounds 17.3 ms = 1.16x, 300,000 rounds (the default) 17.0 ms = 1.14x. With other
+sessions' tests running, the default's p50 was 224 ms (worker CPU 166 ms per call, mostly
+spinning) where passive took 21.5 ms. Figures in CHANGELOG.md.
 
-OpenMP reads the policy once, when the library loads: in the worker template, before any
+OpenMP reads these settings once, when the library loads: in the worker template, before any
 worker exists. So :func:`mlsup.supervisor.template.launch_template` starts the template
 inside :func:`template_environment`; a value set in the supervisor's own environment wins.
 """
@@ -28,7 +30,7 @@ from contextlib import contextmanager
 __all__ = ["USER_CHOICES", "WORKER_ENV", "template_additions", "template_environment"]
 
 #: What worker processes run with, unless the user chose otherwise.
-WORKER_ENV: Mapping[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
+WORKER_ENV: Mapping[str, str] = {"GOMP_SPINCOUNT": "10000"}
 #: Variables that already decide the wait policy: when the user set any, we add none.
 USER_CHOICES = frozenset({"OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"})
 

@@ -10,8 +10,8 @@ from mlsup.kit.worker_runtime import (
 )
 
 
-def test_threads_wait_passively_unless_the_user_chose() -> None:
-    assert template_additions({"PATH": "/bin"}) == {"OMP_WAIT_POLICY": "PASSIVE"}
+def test_threads_spin_briefly_unless_the_user_chose() -> None:
+    assert template_additions({"PATH": "/bin"}) == {"GOMP_SPINCOUNT": "10000"}
     for choice in sorted(USER_CHOICES):
         assert template_additions({choice: "1"}) == {}, choice
 
