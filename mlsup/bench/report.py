@@ -51,8 +51,10 @@ def _table(rows: Sequence[Row]) -> list[str]:
 
 
 def _short(value: float) -> str:
-    """Three significant digits, without an exponent for the magnitudes rows have."""
-    return f"{value:.3g}" if 1e-3 <= abs(value) < 1e5 or value == 0 else f"{value:.3e}"
+    """Three significant digits (whole numbers from 100 on), without an exponent."""
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
 
 
 def readme_table(rows: Sequence[Row]) -> list[str]:

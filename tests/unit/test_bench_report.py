@@ -12,6 +12,7 @@ def test_readme_table_keeps_judged_and_not_run_rows_in_run_order() -> None:
         Row("ipc", "informational only", "us", 3.0),
         Row("proxy", "CUDA tensor 4 MiB", "ms", None, note="not run: no GPU"),
         Row("load", "warm start p50", "ms", 9.073, target="<= 15 ms", met=True),
+        Row("load", "cold start", "ms", 108.2, "fresh Python", 3841.6, "<= 1.0x", True),
     ]
     header, rule, *body = readme_table(rows)
     assert header.startswith("| suite | measurement | value |") and rule.startswith("|---")
@@ -20,4 +21,5 @@ def test_readme_table_keeps_judged_and_not_run_rows_in_run_order() -> None:
         "<= 1.3x: **missed** |",
         "| proxy | CUDA tensor 4 MiB | - | | | not run: no GPU |",
         "| load | warm start p50 | 9.07 ms |  |  | <= 15 ms: met |",
+        "| load | cold start | 108 ms | fresh Python: 3842 | 0.03x | <= 1.0x: met |",
     ]
