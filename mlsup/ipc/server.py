@@ -15,6 +15,7 @@ import re
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +37,13 @@ __all__ = ["Handler", "Operation", "Server", "admit", "failure"]
 #: operation, an iterable of items).
 Handler = Callable[[Any], Any]
 
-_SNDMORE = int(zmq.SNDMORE)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+_NOBLOCK = int(zmq.NOBLOCK)
+#: Requests a server keeps for later while it waits to send to a caller with a full queue.
+_MAX_HELD = 1024
+#: First and longest pause before retrying a reply to a caller whose queue is full (seconds).
+_FULL_QUEUE_PAUSE_S = 0.0005
+_FULL_QUEUE_PAUSE_MAX_S = 0.02
 _IDENTITY = re.compile(rb"mlsup:(\d{1,10}):[0-9a-f]{8}")
 _UNKNOWN: Any = object()  # a caller not seen yet (None means: seen, names no pid)
 # Members as module globals on the hot path: on Python 3.11, ``Kind.REPLY`` is a descriptor
@@ -126,6 +133,8 @@ class Server:
         self._max_header_bytes = max_header_bytes
         self._socket: zmq.Socket[bytes] | None = None
         self._stopping = threading.Event()
+        #: Requests received while a send waited on a full queue, served next (in order).
+        self._held: deque[tuple[bytes, list[Any]]] = deque()
         self._thread: threading.Thread | None = None
         self.requests_served = 0
 
@@ -212,11 +221,14 @@ class Server:
         sock.setsockopt(zmq.RCVTIMEO, int(self._borrower_check_interval * 1000))
         next_check = time.monotonic() + self._borrower_check_interval
         while not self._stopping.is_set():
-            try:
-                identity = zmqfast.recv(sock)
-                frames: list[Any] = zmqfast.receive(sock)
-            except zmq.Again:
-                frames = []
+            if self._held:
+                identity, frames = self._held.popleft()
+            else:
+                try:
+                    identity = zmqfast.recv(sock)
+                    frames = zmqfast.receive(sock)
+                except zmq.Again:
+                    frames = []
             if self._stopping.is_set():
                 break
             if frames:
@@ -294,12 +306,7 @@ class Server:
             frames, lent = self._codec.encode(message, pid is not None)
         except ProtocolError as exc:  # the result cannot travel: tell the caller why
             frames, lent = self._codec.encode(Message(Kind.ERROR, message.id, error=exc.to_wire()))
-        try:
-            # ROUTER_MANDATORY: a caller that closed its socket fails the identity frame.
-            zmqfast.send(sock, identity, _SNDMORE)
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EHOSTUNREACH:
-                raise
+        if not self._send_identity(sock, identity):
             pool = self._codec.pool
             if pool is not None:
                 for name in lent:
@@ -313,6 +320,44 @@ class Server:
         else:
             sock.send_multipart(frames, copy=False)
         return True
+
+    def _send_identity(self, sock: zmq.Socket[bytes], identity: bytes) -> bool:
+        """Send a reply's identity frame; False when that caller is gone or we are stopping.
+
+        ROUTER_MANDATORY fails the frame for a caller that closed its socket. While a caller's
+        queue is full (it reads a stream more slowly than we produce), a blocking send would
+        wait forever, noticing neither the caller leaving nor :meth:`stop`; so the frame is
+        sent without blocking and retried in short, growing pauses instead.
+        """
+        pause = _FULL_QUEUE_PAUSE_S
+        while True:
+            try:
+                zmqfast.send(sock, identity, _SNDMORE_NOBLOCK)
+                return True
+            except zmq.Again:
+                if self._stopping.is_set():
+                    return False
+                self._hold_incoming(sock)
+                time.sleep(pause)
+                pause = min(pause * 2, _FULL_QUEUE_PAUSE_MAX_S)
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                return False
+
+    def _hold_incoming(self, sock: zmq.Socket[bytes]) -> None:
+        """Receive what has arrived, without blocking, and keep it for :meth:`serve`.
+
+        A caller that closed its socket is dropped by the ROUTER only once a receive reads the
+        end of that caller's queue, so a send that waits on a full queue must receive too, or
+        it would never learn that the caller left (EAGAIN for good, never EHOSTUNREACH).
+        """
+        while len(self._held) < _MAX_HELD:
+            try:
+                identity = zmqfast.recv(sock, _NOBLOCK)
+            except zmq.Again:
+                return
+            self._held.append((identity, zmqfast.receive(sock)))
 
     def _take_back(self, identity: bytes, name: str) -> None:
         loan = self._loans.get(name)
