@@ -120,9 +120,8 @@ class Supervisor:
         """Lock the runtime dir, clean up after a crashed predecessor, connect, listen."""
         self._lock.acquire()
         try:
-            stale_leases = recovery.previous_leases(self.paths)
-            stale_workers = recovery.previous_workers(self.paths)
-            for line in recovery.reap_previous(self.paths):
+            previous = recovery.read_previous(self.paths)
+            for line in recovery.reap_previous(self.paths, previous):
                 self.log(f"recovery: {line}")
             self.paths.logs.mkdir(mode=defaults.RUNTIME_DIR_MODE, exist_ok=True)
             url, timing = self.config.redis_url, LeaseTiming()
@@ -141,7 +140,7 @@ class Supervisor:
             prefix = self.config.manifest.redis.prefix
             self._boss = GPUBoss(url, prefix, devices, timing=timing)
             await self._boss.connect()
-            for line in await recovery.release_previous(self._boss, stale_leases, stale_workers):
+            for line in await recovery.release_previous(self._boss, previous):
                 self.log(f"recovery: {line}")
             models = [(s.loader, s.path) for s in self.config.manifest.models.values()]
             # Ready only once the template is: started on this (main) thread, whose end is the

@@ -37,10 +37,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LeaseRecord",
+    "PreviousState",
     "RunLock",
     "WorkerRecord",
-    "previous_leases",
-    "previous_workers",
+    "read_previous",
     "reap_previous",
     "release_previous",
     "save_records",
@@ -145,23 +145,32 @@ def save_records(paths: RuntimePaths, records: Iterable[ModelRecord]) -> None:
     write_state(paths, workers, leases)
 
 
-def previous_leases(paths: RuntimePaths) -> list[LeaseRecord]:
-    """The leases a supervisor that died here held (read before :func:`reap_previous`, which
-    removes the state file)."""
-    try:
-        data = json.loads(paths.state.read_text(encoding="utf-8"))
-        return [LeaseRecord(**lease) for lease in data.get("leases", [])]
-    except (OSError, ValueError, TypeError, AttributeError):
-        return []  # none, or unreadable: reap_previous says so
+@dataclass(frozen=True)
+class PreviousState:
+    """What a supervisor that died here recorded in its state file: its workers and leases,
+    and why the file was ignored (None: it was read, or there was none)."""
+
+    workers: list[WorkerRecord]
+    leases: list[LeaseRecord]
+    problem: str | None = None
 
 
-def previous_workers(paths: RuntimePaths) -> list[WorkerRecord]:
-    """The workers a supervisor that died here recorded (read before :func:`reap_previous`)."""
+def read_previous(paths: RuntimePaths) -> PreviousState:
+    """The state file of a supervisor that died here, read once, before :func:`reap_previous`
+    (which removes it) and :func:`release_previous`. Unreadable workers make the whole file
+    ignored (``problem`` says why); unreadable leases only the leases (they expire anyway)."""
     try:
         data = json.loads(paths.state.read_text(encoding="utf-8"))
-        return [WorkerRecord(**worker) for worker in data.get("workers", [])]
-    except (OSError, ValueError, TypeError, AttributeError):
-        return []  # none, or unreadable: reap_previous says so
+        workers = [WorkerRecord(**worker) for worker in data.get("workers", [])]
+    except FileNotFoundError:
+        return PreviousState([], [])
+    except (ValueError, TypeError, AttributeError) as exc:
+        return PreviousState([], [], f"ignored an unreadable state file: {exc}")
+    try:
+        leases = [LeaseRecord(**lease) for lease in data.get("leases", [])]
+    except (TypeError, AttributeError):
+        leases = []
+    return PreviousState(workers, leases)
 
 
 def still_in_use(
@@ -175,14 +184,12 @@ def still_in_use(
     return {lease.lease_id for lease in leases if lease.model in busy}
 
 
-async def release_previous(
-    boss: GPUBoss, leases: list[LeaseRecord], workers: list[WorkerRecord]
-) -> list[str]:
+async def release_previous(boss: GPUBoss, previous: PreviousState) -> list[str]:
     """Release the dead supervisor's leases with their tokens, except those whose old worker
     still runs (:func:`still_in_use`); returns what was done."""
     done = []
-    busy = still_in_use(leases, workers, same_process)
-    for record in leases:
+    busy = still_in_use(previous.leases, previous.workers, same_process)
+    for record in previous.leases:
         if record.lease_id in busy:
             done.append(
                 f"kept lease {record.lease_id} of {record.model}: the previous supervisor's "
@@ -212,19 +219,12 @@ async def release_previous(
     return done
 
 
-def reap_previous(paths: RuntimePaths) -> list[str]:
-    """Clean up after a supervisor that died here; returns what was done, for the log."""
-    done: list[str] = []
-    try:
-        data = json.loads(paths.state.read_text(encoding="utf-8"))
-        records = [WorkerRecord(**worker) for worker in data.get("workers", [])]
-    except FileNotFoundError:
-        records = []
-    except (ValueError, TypeError) as exc:
-        done.append(f"ignored an unreadable state file: {exc}")
-        records = []
+def reap_previous(paths: RuntimePaths, previous: PreviousState) -> list[str]:
+    """Clean up after a supervisor that died here (``previous``: its state file, from
+    :func:`read_previous`); returns what was done, for the log."""
+    done = [] if previous.problem is None else [previous.problem]
     killed = []
-    for record in records:
+    for record in previous.workers:
         if record.start_token and same_process(record.pid, record.start_token):
             kill_group(record.pid, signal.SIGKILL)
             killed.append(record)

@@ -12,7 +12,7 @@ from mlsup.errors import LeaseNotHeld, LeaseTimeout
 from mlsup.kit.leases import GPUBoss, LeaseTiming
 from mlsup.kit.leases.owner import HolderIdentity, encode_users
 from mlsup.process_identity import ProcessIdentity
-from mlsup.supervisor.recovery import LeaseRecord, WorkerRecord, release_previous
+from mlsup.supervisor.recovery import LeaseRecord, PreviousState, WorkerRecord, release_previous
 from mlsup.testing.redis import TestRedis
 
 from .conftest import BossFactory, spawn_holder
@@ -106,10 +106,10 @@ async def test_a_successor_releases_a_dead_supervisors_lease_only_after_its_work
     records = [LeaseRecord.of(lease)]
     workers = [WorkerRecord("m", worker.pid, token.token)]
     successor = make_boss(timing=SLOW)
-    lines = await release_previous(successor, records, workers)
+    lines = await release_previous(successor, PreviousState(workers, records))
     assert lease.id in await lease_ids(successor), lines
     assert "still runs" in " ".join(lines)
     worker.kill()
     worker.wait()
-    lines = await release_previous(successor, records, workers)
+    lines = await release_previous(successor, PreviousState(workers, records))
     assert lease.id not in await lease_ids(successor), lines
