@@ -16,6 +16,7 @@ import psutil
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from mlsup.bench.supervised import probe_model
 from mlsup.cli import main as cli_main
 from mlsup.errors import JobFailed, RequestTimeout
 from mlsup.queues.metrics import register_queue_metrics
@@ -25,14 +26,7 @@ from mlsup.testing.tiny_models import minilm_dir, smollm2_gguf
 from .queue_helpers import completed_at_least, producer, queue_events, queue_toml
 from .supervisor_helpers import PREEMPTION_MODELS, manifest
 
-PROBE = """
-[models.probe]
-loader = "probe"
-path = "probe.txt"
-vram_mb = 200
-idle_timeout_s = 0
-
-"""
+PROBE = probe_model("probe", vram_mb=200, idle_timeout_s=0)
 
 
 def exactly_once(events: Counter[tuple[str, str]], ids: list[str]) -> None:

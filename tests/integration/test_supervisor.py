@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import zmq
 
+from mlsup.bench.supervised import probe_model
 from mlsup.errors import (
     LeaseTimeout,
     ModelFailed,
@@ -35,13 +36,7 @@ from mlsup.testing.tiny_models import tiny_onnx
 
 from .supervisor_helpers import PREEMPTION_MODELS, manifest
 
-PROBE = """
-[models.probe]
-loader = "probe"
-path = "probe.txt"
-vram_mb = 200
-idle_timeout_s = 0
-"""
+PROBE = probe_model("probe", vram_mb=200, idle_timeout_s=0)
 
 
 def leases_under(redis_server: TestRedis, prefix: str) -> list[dict[str, Any]]:
