@@ -287,7 +287,10 @@ def decode(frames: Sequence[Buffer], max_header_bytes: int = defaults.MAX_HEADER
     version, kind_value, rid, op, releases, error, raw_tensors, args = header
     # Every check below runs on every message: each is one test in the valid case, and the
     # failing one is told apart only when something failed.
-    kind = _KINDS.get(kind_value) if version == _VERSION else None
+    try:
+        kind = _KINDS.get(kind_value) if version == _VERSION else None
+    except TypeError:  # an unhashable kind (an array, a map): no kind of ours
+        kind = None
     if kind is None:
         if version != _VERSION:
             raise ProtocolError(

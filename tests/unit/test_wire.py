@@ -154,6 +154,7 @@ HOSTILE = {
     "header too short": [pack(header_of()[:7]), FRAME],
     "version": [pack(header_of(v=99)), FRAME],
     "kind": [pack(header_of(k=42)), FRAME],
+    "unhashable kind": [pack(header_of(k=[1])), FRAME],
     "negative id": [pack(header_of(id=-1)), FRAME],
     "boolean id": [pack(header_of(id=True)), FRAME],
     "request without op": [pack(header_of(op="")), FRAME],
